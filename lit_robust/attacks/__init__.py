@@ -1,0 +1,7 @@
+"""Attacks: ``attack(model, x, y) -> x_adv``, images in [0, 1], budgets in pixel units."""
+
+from lit_robust.attacks.base import Attack, ThreatModel, eps_tag
+from lit_robust.attacks.fgsm import FGSM
+from lit_robust.attacks.pgd import PGD
+
+__all__ = ["FGSM", "PGD", "Attack", "ThreatModel", "eps_tag"]

@@ -1,0 +1,115 @@
+"""The ``Attack`` protocol: hyperparameters at construction, the model at call time.
+
+``attack(model, x, y) -> x_adv``. The base ``__call__`` does the bookkeeping once for every attack:
+
+* leaves ``torch.inference_mode`` and enables grad (stand-alone ``validate``/``test`` batches are
+  inference tensors, ``fit``'s validation runs under ``no_grad``);
+* clones the inputs, so the caller's tensors are never modified;
+* puts the model in eval mode and restores each module's previous mode afterwards, so BatchNorm
+  statistics and dropout are untouched;
+* freezes the parameters, so no ``.grad`` is left on (or added to) them;
+* guarantees ``x_adv`` in [0, 1] and inside the threat model's ball around ``x``.
+
+Subclasses implement :meth:`Attack.perturb` and set ``threat_model`` and ``short_name``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from enum import Enum
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from lit_robust.models.modes import eval_mode, frozen_parameters
+
+
+class ThreatModel(str, Enum):
+    """The set of allowed perturbations around a clean input ``x`` (pixel units)."""
+
+    LINF = "linf"  # ||x_adv - x||_inf <= eps
+    L2 = "l2"  # ||x_adv - x||_2 <= eps, per sample
+    L1 = "l1"  # ||x_adv - x||_1 <= eps, per sample
+    FLOW = "flow"  # a deformation; bounded by the attack itself, not in pixel space
+    UNBOUNDED = "unbounded"  # minimal-perturbation attacks: only [0, 1] is enforced
+
+
+def eps_tag(eps: float) -> str:
+    """Readable, unambiguous text for ``eps`` in a metric name.
+
+    Short decimals stay decimals (``0.3``, ``0.031``); other fractions of 255 are written ``8_255``,
+    so the standard 8/255 and the 0.031 of several papers' code stay distinct.
+    """
+    if math.isclose(eps, round(eps, 3), abs_tol=1e-9):
+        return f"{round(eps, 3):g}"
+    levels = eps * 255
+    if math.isclose(levels, round(levels), abs_tol=1e-3):
+        return f"{round(levels)}_255"
+    return f"{eps:.4g}"
+
+
+def project(x_adv: Tensor, x: Tensor, eps: float, threat_model: ThreatModel) -> Tensor:
+    """Project ``x_adv`` onto the ``eps``-ball of ``threat_model`` around ``x``, then clip to [0, 1].
+
+    Clipping after the projection keeps the point inside the ball: ``x`` lies in [0, 1], so
+    clipping only shrinks each coordinate of ``x_adv - x``.
+    """
+    delta = x_adv - x
+    if threat_model is ThreatModel.LINF:
+        delta = delta.clamp(-eps, eps)
+    elif threat_model in (ThreatModel.L2, ThreatModel.L1):
+        order = 2 if threat_model is ThreatModel.L2 else 1
+        norms = delta.flatten(1).norm(p=order, dim=1).clamp_min(1e-12)
+        scale = (eps / norms).clamp(max=1.0).view(-1, *([1] * (delta.dim() - 1)))
+        delta = delta * scale
+    return (x + delta).clamp(0.0, 1.0)
+
+
+class Attack(ABC):
+    """Base of every attack. ``attack(model, x, y)`` returns adversarial inputs in [0, 1].
+
+    Args:
+        eps: budget in pixel units ([0, 1] images). Linf: in [0, 1]; L2 and L1: >= 0.
+        name: metric name; by default ``<short_name>_<threat model>_<eps tag>`` (``pgd_linf_0.3``).
+    """
+
+    threat_model: ClassVar[ThreatModel]
+    short_name: ClassVar[str]
+
+    def __init__(self, eps: float, name: str | None = None):
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps):
+            raise ValueError(f"eps must be a finite number, got {eps!r}")
+        if self.threat_model is ThreatModel.LINF and not 0 <= eps <= 1:
+            raise ValueError(
+                f"eps must be in [0, 1] for {type(self).__name__} (Linf, pixel units of [0, 1] "
+                f"images; write 8/255 as 0.0313725), got {eps}"
+            )
+        if eps < 0:
+            raise ValueError(f"eps must be >= 0 for {type(self).__name__}, got {eps}")
+        self.eps = float(eps)
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """Stable metric name, e.g. ``pgd_linf_0.3`` or ``fgsm_linf_8_255``."""
+        return self._name or f"{self.short_name}_{self.threat_model.value}_{eps_tag(self.eps)}"
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Attack ``model`` at the clean inputs ``x`` (in [0, 1]) with labels ``y``."""
+        with torch.inference_mode(False), torch.enable_grad():
+            x = x.detach().clone()
+            y = y.detach().clone()
+            if self.eps == 0 and self.threat_model is not ThreatModel.UNBOUNDED:
+                return x
+            with eval_mode(model), frozen_parameters(model):
+                x_adv = self.perturb(model, x, y).detach()
+            return project(x_adv, x, self.eps, self.threat_model)
+
+    @abstractmethod
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Return adversarial inputs. ``model`` is in eval mode with frozen parameters."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

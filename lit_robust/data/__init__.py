@@ -1,0 +1,8 @@
+"""LightningDataModules. Every one yields images in [0, 1] and exposes num_classes, mean and std."""
+
+from lit_robust.data.base import ImageDataModule
+from lit_robust.data.mnist import MNISTDataModule
+from lit_robust.data.mnist_sample import MNISTSampleDataModule
+from lit_robust.data.synthetic import SyntheticDataModule
+
+__all__ = ["ImageDataModule", "MNISTDataModule", "MNISTSampleDataModule", "SyntheticDataModule"]

@@ -1,0 +1,8 @@
+"""Defenses: LightningModules whose training step adds a regularizer or trains on attacks."""
+
+from lit_robust.defenses.adversarial_training import AdversarialTraining
+from lit_robust.defenses.base import RobustClassifier
+from lit_robust.defenses.standard import StandardTraining
+from lit_robust.defenses.trades import TRADES
+
+__all__ = ["AdversarialTraining", "RobustClassifier", "StandardTraining", "TRADES"]

@@ -1,0 +1,1 @@
+"""Pure tensor math shared by attacks and defenses (no Lightning)."""

@@ -1,0 +1,8 @@
+"""Network architectures; each starts with a :class:`Normalize` layer, so inputs are pixels in [0, 1]."""
+
+from lit_robust.models.lenet import LeNet
+from lit_robust.models.mlp import MLP
+from lit_robust.models.normalize import Normalize
+from lit_robust.models.small_cnn import SmallCNN
+
+__all__ = ["LeNet", "MLP", "Normalize", "SmallCNN"]
