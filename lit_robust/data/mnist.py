@@ -45,22 +45,31 @@ class MNISTDataModule(ImageDataModule):
         self.download = download
         self.val_size = val_size
 
+    def _raw_folder(self) -> Path:
+        return Path(self.data_dir).resolve() / "MNIST" / "raw"
+
+    def _missing_files(self) -> list[str]:
+        names = [Path(url).stem for url, _ in datasets.MNIST.resources]  # the uncompressed IDX names
+        return [name for name in names if not (self._raw_folder() / name).is_file()]
+
     def _dataset(self, train: bool) -> datasets.MNIST:
-        raw = Path(self.data_dir).resolve() / "MNIST" / "raw"
-        try:
-            return datasets.MNIST(
-                self.data_dir, train=train, download=self.download, transform=transforms.ToTensor()
-            )
-        except RuntimeError as error:  # torchvision: "Dataset not found"
-            hint = (
-                "pass download=True (--data.download true)"
-                if not self.download
-                else ("the download failed; copy the four MNIST IDX files there by hand")
-            )
+        if self._missing_files() and self.download:
+            try:
+                datasets.MNIST(self.data_dir, train=train, download=True)
+            except (RuntimeError, OSError) as error:
+                raise FileNotFoundError(
+                    f"MNIST is missing from {self._raw_folder()} and the download failed ({error}): "
+                    "copy the four uncompressed IDX files there by hand, or use MNISTSampleDataModule "
+                    "for the embedded 5,000-digit sample."
+                ) from error
+        missing = self._missing_files()
+        if missing:
             raise FileNotFoundError(
-                f"MNIST not found in {raw} (data_dir={self.data_dir!r}): {hint}, "
-                "or use MNISTSampleDataModule for the embedded 5,000-digit sample."
-            ) from error
+                f"MNIST not found in {self._raw_folder()} (data_dir={self.data_dir!r}; missing "
+                f"{', '.join(missing)}): pass download=True (--data.init_args.download true), copy the "
+                "IDX files there, or use MNISTSampleDataModule for the embedded 5,000-digit sample."
+            )
+        return datasets.MNIST(self.data_dir, train=train, transform=transforms.ToTensor())
 
     def prepare_data(self) -> None:
         if self.download:

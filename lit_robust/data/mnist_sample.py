@@ -16,6 +16,7 @@ from torch.utils.data import TensorDataset
 from lit_robust.data.base import ImageDataModule
 
 SAMPLE_RELATIVE_PATH = Path("data") / "data" / "mnist_5k.csv.gz"
+NUM_CLASSES = 10
 ROWS_PER_CLASS = 500
 SPLIT_ROWS = {"train": (0, 360), "val": (360, 400), "test": (400, 500)}  # per class, in file order
 
@@ -45,7 +46,7 @@ def load_sample(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
             "(pip install 'lit-robust[sample]') or pass the path of mnist_5k.csv.gz."
         )
     with gzip.open(path, "rt") as handle:
-        table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
+        table = np.loadtxt(handle, delimiter=",", dtype=np.float32, ndmin=2)
     if table.ndim != 2 or table.shape[1] != 785:
         raise ValueError(f"{path}: expected 785 columns (784 pixels + label), got {table.shape}")
     images = torch.from_numpy(table[:, :784] / 255.0).reshape(-1, 1, 28, 28)
@@ -57,10 +58,10 @@ def split_indices(labels: torch.Tensor, split: str) -> torch.Tensor:
     """Row indices of ``split`` ('train', 'val' or 'test'): the same rows of every class, in file order."""
     start, stop = SPLIT_ROWS[split]
     rows = []
-    for label in labels.unique(sorted=True):
+    for label in range(NUM_CLASSES):
         class_rows = torch.nonzero(labels == label).flatten()
         if len(class_rows) != ROWS_PER_CLASS:
-            raise ValueError(f"class {int(label)} has {len(class_rows)} rows, expected {ROWS_PER_CLASS}")
+            raise ValueError(f"class {label} has {len(class_rows)} rows, expected {ROWS_PER_CLASS}")
         rows.append(class_rows[start:stop])
     return torch.cat(rows)
 

@@ -58,6 +58,8 @@ class SyntheticDataModule(ImageDataModule):
             raise ValueError(f"input_shape must be (channels, height, width), got {input_shape}")
         if min(num_train, num_val, num_test) < 0:
             raise ValueError("num_train, num_val and num_test must be >= 0")
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
         self.num_classes = num_classes  # type: ignore[misc]  # instance value shadows the default
         self.input_shape = tuple(int(s) for s in input_shape)  # type: ignore[misc]
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}

@@ -32,8 +32,11 @@ class Normalize(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:
             return (x - self.mean) / self.std
-        # Flat or 3-d inputs: broadcast over the channel dimension only when it is scalar.
-        return (x - self.mean.flatten()[0]) / self.std.flatten()[0]
+        if self.mean.numel() == 1 and self.std.numel() == 1:  # one value for every entry
+            return (x - self.mean.flatten()[0]) / self.std.flatten()[0]
+        raise ValueError(
+            f"Normalize with per-channel statistics expects (B, C, H, W) inputs, got shape {tuple(x.shape)}"
+        )
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"

@@ -1,0 +1,152 @@
+"""RobustnessEvaluation: worst-case bookkeeping, seeded subsets, modes, and all three entry points."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch import Tensor, nn
+
+from lit_robust.attacks import FGSM, PGD, Attack, ThreatModel
+from lit_robust.callbacks import RobustnessEvaluation, robust_flags, seeded_subset
+from lit_robust.defenses import StandardTraining
+from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+
+
+class PixelClassifier(nn.Module):
+    """Predicts the class written in pixel (0, 0): ``round(10 * x[:, 0, 0, 0])``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        label = (x[:, 0, 0, 0] * 10).round().long().clamp(0, 9)
+        return nn.functional.one_hot(label, 10).float() * 10 + 0 * x.flatten(1)[:, :1]
+
+
+class BreakGroup(Attack):
+    """Fools the pixel classifier on the samples whose marker pixel (0, 1) equals ``marker``."""
+
+    threat_model = ThreatModel.UNBOUNDED
+    short_name = "break"
+
+    def __init__(self, marker: float, name: str):
+        super().__init__(eps=0.0, name=name)
+        self.marker = marker
+        self.calls: list[int] = []
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        self.calls.append(len(x))
+        hit = (x[:, 0, 0, 1] - self.marker).abs() < 1e-6
+        x = x.clone()
+        x[hit, 0, 0, 0] = ((y[hit] + 1) % 10).float() / 10
+        return x
+
+
+def pixel_batch() -> tuple[Tensor, Tensor, Tensor]:
+    """12 samples: 2 misclassified, markers A on 4 (1 of them misclassified), B on 4, none on 4."""
+    y = torch.arange(12) % 10
+    x = torch.zeros(12, 1, 2, 2)
+    x[:, 0, 0, 0] = y.float() / 10
+    wrong = torch.tensor([0, 11])
+    x[wrong, 0, 0, 0] = ((y[wrong] + 3) % 10).float() / 10
+    x[[0, 1, 2, 3], 0, 0, 1] = 0.25
+    x[[4, 5, 6, 7], 0, 0, 1] = 0.75
+    return x, y, wrong
+
+
+def test_worst_case_is_clean_correct_minus_the_union_of_breaks():
+    x, y, wrong = pixel_batch()
+    attack_a, attack_b = BreakGroup(0.25, "a"), BreakGroup(0.75, "b")
+    flags = robust_flags(PixelClassifier(), x, y, [attack_a, attack_b])
+    clean = torch.ones(12, dtype=torch.bool)
+    clean[wrong] = False
+    assert torch.equal(flags["clean"], clean)
+    expected_a = clean.clone()
+    expected_a[[0, 1, 2, 3]] = False
+    expected_b = clean.clone()
+    expected_b[[4, 5, 6, 7]] = False
+    assert torch.equal(flags["a"], expected_a)
+    assert torch.equal(flags["b"], expected_b)
+    assert torch.equal(flags["worst_case"], expected_a & expected_b)
+    assert flags["worst_case"].sum() == 12 - 2 - 3 - 4
+    assert attack_a.calls == [10] and attack_b.calls == [10]  # only clean-correct points are attacked
+
+
+def test_seeded_subset_is_deterministic_and_bounded():
+    first = seeded_subset(100, 10, seed=3)
+    assert torch.equal(first, seeded_subset(100, 10, seed=3))
+    assert not torch.equal(first, seeded_subset(100, 10, seed=4))
+    assert len(first.unique()) == 10 and first.max() < 100
+    assert torch.equal(seeded_subset(5, 10, seed=0), torch.arange(5))
+
+
+def trainer(tmp_path, callback, **kwargs) -> L.Trainer:
+    defaults = dict(
+        max_epochs=1, limit_train_batches=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, inference_mode=False,
+        default_root_dir=tmp_path, callbacks=[callback],
+    )  # fmt: skip
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+ATTACKS = [FGSM(0.2), PGD(0.2, steps=3, random_start="none")]
+
+
+def expected_metrics(model: nn.Module, dataset, stage: str, num_samples: int, seed: int) -> dict[str, float]:
+    """What the callback must log, computed by hand on the same seeded subset."""
+    x, y = dataset.tensors
+    idx = seeded_subset(len(x), num_samples, seed)
+    flags = robust_flags(model, x[idx], y[idx], ATTACKS)
+    names = {"clean": "subset_acc", "worst_case": "worst_case_acc"}
+    return {f"{stage}/{names.get(k, 'robust_acc/' + k)}": v.float().mean().item() for k, v in flags.items()}
+
+
+@pytest.mark.parametrize("inference_mode", [False, True])
+def test_validate_and_test_log_what_they_claim(tmp_path, trained_tiny, inference_mode):
+    network, _, _ = trained_tiny
+    model = StandardTraining(network=network, num_classes=NUM_CLASSES)
+    datamodule = tiny_data()
+    callback = RobustnessEvaluation(attacks=ATTACKS, num_samples=20, seed=5, batch_size=7)
+    run = trainer(tmp_path, callback, inference_mode=inference_mode)
+    for stage, dataset, entry in (
+        ("val", datamodule.val_set, run.validate),
+        ("test", datamodule.test_set, run.test),
+    ):
+        logged = entry(model, datamodule=datamodule, verbose=False)[0]
+        for key, value in expected_metrics(network, dataset, stage, 20, 5).items():
+            assert logged[key] == pytest.approx(value), key
+        assert logged[f"{stage}/robust_acc/fgsm_linf_0.2"] < logged[f"{stage}/subset_acc"]  # an attack
+        assert logged[f"{stage}/worst_case_acc"] <= min(
+            logged[f"{stage}/robust_acc/{a.name}"] for a in ATTACKS
+        )
+
+
+def test_fit_logs_every_n_epochs_and_leaves_the_model_untouched(tmp_path):
+    model = StandardTraining(network=tiny_cnn(), num_classes=NUM_CLASSES)
+    calls = []
+
+    class Spy(RobustnessEvaluation):
+        def _evaluate(self, trainer, pl_module, stage, dataloaders):
+            modes = {n: m.training for n, m in pl_module.named_modules()}
+            state = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            rng = torch.get_rng_state()
+            super()._evaluate(trainer, pl_module, stage, dataloaders)
+            assert {n: m.training for n, m in pl_module.named_modules()} == modes
+            assert all(torch.equal(v, state[k]) for k, v in pl_module.state_dict().items())
+            assert torch.equal(torch.get_rng_state(), rng)
+            calls.append(trainer.current_epoch)
+
+    callback = Spy(attacks=ATTACKS, num_samples=16, every_n_epochs=2)
+    run = trainer(tmp_path, callback, max_epochs=3)
+    run.fit(model, datamodule=tiny_data())
+    assert calls == [1, 2]  # epochs 2 and 3 (the last), not during the sanity check
+    assert {"val/worst_case_acc", "val/robust_acc/pgd_linf_0.2", "val/subset_acc"} <= set(
+        run.callback_metrics
+    )
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="distinct names"):
+        RobustnessEvaluation(attacks=[FGSM(0.1), FGSM(0.1)])
+    with pytest.raises(ValueError, match="num_samples"):
+        RobustnessEvaluation(num_samples=0)
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        RobustnessEvaluation(every_n_epochs=0)

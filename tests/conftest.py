@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny networks and data that make every test fast on two CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lit_robust.data import SyntheticDataModule
+from lit_robust.models import Normalize
+
+torch.set_num_threads(1)  # tiny models: threads cost more than they give on two cores
+
+NUM_CLASSES = 4
+SHAPE = (1, 12, 12)
+
+
+def tiny_cnn(num_classes: int = NUM_CLASSES, channels: int = 1, seed: int = 0) -> nn.Module:
+    """A small CNN with a Normalize layer, BatchNorm and dropout: everything an attack must respect."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        Normalize(0.5, 0.3),
+        nn.Conv2d(channels, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(8 * 6 * 6, num_classes),
+    )
+
+
+def tiny_data(**overrides) -> SyntheticDataModule:
+    kwargs = dict(num_classes=NUM_CLASSES, input_shape=SHAPE, num_train=64, num_val=32, num_test=32)
+    kwargs.update(overrides)
+    datamodule = SyntheticDataModule(batch_size=16, **kwargs)
+    datamodule.setup()
+    return datamodule
+
+
+@pytest.fixture(scope="session")
+def trained_tiny() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A tiny CNN trained to ~100% on the synthetic task (eval mode), and a batch of its test data."""
+    datamodule = tiny_data(num_train=256)
+    model = tiny_cnn()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    images, labels = datamodule.train_set.tensors
+    for _ in range(30):
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    for parameter in model.parameters():
+        parameter.grad = None
+    x, y = datamodule.test_set.tensors
+    return model, x, y

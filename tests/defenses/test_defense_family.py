@@ -1,0 +1,101 @@
+"""Invariants every defense in ``lit_robust.defenses.__all__`` must keep (DESIGN.md, section 4)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import lightning as L
+import pytest
+import torch
+
+import lit_robust.defenses as defenses_module
+from lit_robust.attacks import PGD
+from lit_robust.defenses import TRADES, AdversarialTraining, RobustClassifier, StandardTraining
+from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+
+DEFENSES = {
+    StandardTraining: {},
+    AdversarialTraining: {"attack": PGD(0.1, steps=2)},
+    TRADES: {"attack": PGD(0.1, steps=2, loss="kl", random_start="normal"), "beta": 1.0},
+}
+
+
+def make(cls, **overrides) -> RobustClassifier:
+    return cls(network=tiny_cnn(), num_classes=NUM_CLASSES, **{**DEFENSES[cls], **overrides})
+
+
+def test_every_exported_defense_is_covered():
+    exported = (getattr(defenses_module, name) for name in defenses_module.__all__)
+    concrete = {c for c in exported if inspect.isclass(c) and issubclass(c, RobustClassifier)}
+    assert concrete - {RobustClassifier} <= set(DEFENSES)
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
+        enable_progress_bar=False, enable_model_summary=False, inference_mode=False,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+@pytest.mark.parametrize("cls", DEFENSES, ids=lambda c: c.__name__)
+def test_short_fit_has_finite_loss_and_logs_its_terms(cls, tmp_path):
+    model = make(cls)
+    fit = trainer(tmp_path, enable_checkpointing=False)
+    fit.fit(model, datamodule=tiny_data())
+    metrics = fit.callback_metrics
+    assert math.isfinite(metrics["train/loss"])
+    assert 0 <= metrics["val/acc"] <= 1
+    batch = next(iter(tiny_data().train_dataloader()))
+    expected = set(model.compute_loss(*batch))
+    assert {f"train/{key}" for key in expected} <= set(metrics)
+
+
+@pytest.mark.parametrize("cls", DEFENSES, ids=lambda c: c.__name__)
+def test_every_trainable_parameter_gets_a_finite_gradient(cls):
+    model = make(cls)
+    model.train()
+    x, y = next(iter(tiny_data().train_dataloader()))
+    model.compute_loss(x, y)["loss"].backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("cls", DEFENSES, ids=lambda c: c.__name__)
+def test_checkpoint_round_trip(cls, tmp_path):
+    model = make(cls)
+    fit = trainer(tmp_path)
+    fit.fit(model, datamodule=tiny_data())
+    path = fit.checkpoint_callback.best_model_path
+    restored = cls.load_from_checkpoint(path, network=tiny_cnn(seed=1), **DEFENSES[cls])
+    assert type(restored) is cls
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[key], value, msg=key)
+    x = tiny_data().test_set.tensors[0]
+    model.eval()
+    restored.eval()
+    torch.testing.assert_close(restored(x), model(x))
+
+
+def test_num_classes_disagreement_is_a_clear_error(tmp_path):
+    model = StandardTraining(network=tiny_cnn(num_classes=3), num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match="num_classes=4"):
+        trainer(tmp_path).fit(model, datamodule=tiny_data())
+    model = StandardTraining(network=tiny_cnn(), num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match="num_classes"):
+        trainer(tmp_path).fit(model, datamodule=tiny_data(num_classes=5))
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(TypeError, match="network"):
+        StandardTraining(network="small_cnn")
+    with pytest.raises(TypeError, match="attack"):
+        AdversarialTraining(network=tiny_cnn(), attack="pgd")
+    with pytest.raises(ValueError, match="loss='kl'"):
+        TRADES(network=tiny_cnn(), attack=PGD(0.1))
+    with pytest.raises(ValueError, match="beta"):
+        TRADES(network=tiny_cnn(), attack=PGD(0.1, loss="kl"), beta=-1.0)
