@@ -54,6 +54,8 @@ class LitRobustCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(RobustnessEvaluation, "robustness")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # The monitored robust accuracy exists only on the epochs the callback evaluates.
+        parser.link_arguments("robustness.every_n_epochs", "checkpoint.every_n_epochs")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/worst_case_acc",

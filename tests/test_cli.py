@@ -87,7 +87,9 @@ def test_fit_then_test_on_the_sample(capsys):
     assert "robust accuracy, fgsm_linf_0.1" in capsys.readouterr().out
     assert "test/robust_acc/pgd_linf_0.1" in scalars(Path("runs/quickstart/version_1"))
 
-    restored = AdversarialTraining.load_from_checkpoint(checkpoints[0])  # no arguments: CLI checkpoints rebuild
+    restored = AdversarialTraining.load_from_checkpoint(
+        checkpoints[0]
+    )  # no arguments: CLI checkpoints rebuild
     assert restored.attack.eps == 0.1 and restored.num_classes == 10
 
 
@@ -126,3 +128,9 @@ def test_num_classes_disagreement_is_a_clear_error():
     args = ["fit", *config_args(*BASE), "--model.init_args.network.init_args.num_classes=3"]
     with pytest.raises(ValueError, match=r"num_classes=10"):
         main(args)
+
+
+def test_checkpointing_follows_the_evaluation_period():
+    debug = [CONFIGS / "trainer" / "debug.yaml", CONFIGS / "eval" / "smoke.yaml"]
+    main(["fit", *config_args(*BASE, *debug), "--trainer.max_epochs=2", "--robustness.every_n_epochs=2"])
+    assert [p.name for p in Path("runs/debug").rglob("best-*.ckpt")] == ["best-epoch=1.ckpt"]

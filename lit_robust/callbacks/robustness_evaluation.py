@@ -100,6 +100,20 @@ class RobustnessEvaluation(L.Callback):
         self.seed = seed
         self.batch_size = batch_size
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Fail early when a checkpoint monitors our metric on epochs where it is not computed."""
+        if stage != "fit":
+            return
+        ours = {metric_name("val", key) for key in ("clean", "worst_case", *(a.name for a in self.attacks))}
+        for checkpoint in trainer.checkpoint_callbacks:
+            period = getattr(checkpoint, "_every_n_epochs", 1) or 1
+            if getattr(checkpoint, "monitor", None) in ours and period % self.every_n_epochs:
+                raise ValueError(
+                    f"ModelCheckpoint monitors {checkpoint.monitor!r}, which RobustnessEvaluation logs every "
+                    f"{self.every_n_epochs} epochs, but checks it every {period}: give ModelCheckpoint "
+                    f"every_n_epochs={self.every_n_epochs} (lit-robust links the two)"
+                )
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return

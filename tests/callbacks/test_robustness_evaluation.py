@@ -150,3 +150,13 @@ def test_bad_arguments_are_clear_errors():
         RobustnessEvaluation(num_samples=0)
     with pytest.raises(ValueError, match="every_n_epochs"):
         RobustnessEvaluation(every_n_epochs=0)
+
+
+def test_checkpoint_on_epochs_without_robust_accuracy_is_an_early_error(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callback = RobustnessEvaluation(attacks=ATTACKS, num_samples=8, every_n_epochs=2)
+    checkpoint = ModelCheckpoint(monitor="val/worst_case_acc", mode="max")
+    run = trainer(tmp_path, callback, enable_checkpointing=True, callbacks=[callback, checkpoint])
+    with pytest.raises(ValueError, match="every_n_epochs=2"):
+        run.fit(StandardTraining(network=tiny_cnn(), num_classes=NUM_CLASSES), datamodule=tiny_data())
