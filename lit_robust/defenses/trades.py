@@ -9,10 +9,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack
-from lit_robust.defenses.base import RobustClassifier
+from lit_robust.defenses.adversarial_training import AdversarialTraining
 
 
-class TRADES(RobustClassifier):
+class TRADES(AdversarialTraining):
     """``L = (1/B) sum_i [ CE(f(x_i), y_i) + beta * KL(softmax f(x_i) || softmax f(x_i')) ]``.
 
     ``x_i'`` maximizes that KL inside the eps-ball: ``attack`` must be ``PGD(..., loss="kl")``
@@ -26,7 +26,8 @@ class TRADES(RobustClassifier):
         beta: weight of the robustness term (official: 1.0 on MNIST, 6.0 on CIFAR-10), >= 0.
         num_classes, optimizer, lr_scheduler: see :class:`RobustClassifier`.
 
-    Logs ``train/ce`` (clean cross-entropy) and ``train/kl`` (unweighted).
+    Logs ``train/ce`` (clean cross-entropy) and ``train/kl`` (unweighted). A kind of
+    :class:`AdversarialTraining`: it shares the training attack, and replaces the loss.
     """
 
     def __init__(
@@ -38,9 +39,7 @@ class TRADES(RobustClassifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler)
-        if not isinstance(attack, Attack):
-            raise TypeError(f"attack must be a lit_robust Attack, got {type(attack).__name__}")
+        super().__init__(network, attack, num_classes, optimizer, lr_scheduler)
         if getattr(attack, "loss", "kl") != "kl":
             raise ValueError(
                 f"TRADES' inner attack must maximize the KL divergence (loss='kl'), "
@@ -48,7 +47,6 @@ class TRADES(RobustClassifier):
             )
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
-        self.attack = attack
         self.beta = beta
 
     def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
