@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_robust.cli import LitRobustCLI, main
@@ -134,3 +135,14 @@ def test_checkpointing_follows_the_evaluation_period():
     debug = [CONFIGS / "trainer" / "debug.yaml", CONFIGS / "eval" / "smoke.yaml"]
     main(["fit", *config_args(*BASE, *debug), "--trainer.max_epochs=2", "--robustness.every_n_epochs=2"])
     assert [p.name for p in Path("runs/debug").rglob("best-*.ckpt")] == ["best-epoch=1.ckpt"]
+
+
+def test_validate_and_predict_run():
+    debug = [CONFIGS / "trainer" / "debug.yaml", CONFIGS / "eval" / "smoke.yaml"]
+    validated = LitRobustCLI(args=["validate", *config_args(*BASE, *debug)])
+    assert {"val/acc", "val/robust_acc/pgd_linf_0.1", "val/worst_case_acc"} <= set(
+        validated.trainer.callback_metrics
+    )
+    predicted = LitRobustCLI(args=["predict", *config_args(*BASE, *debug)])
+    batches = predicted.trainer.predict_loop.predictions
+    assert len(batches) == 2 and all(b.dtype == torch.long and b.max() < 10 for b in batches)
