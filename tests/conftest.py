@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -13,6 +15,14 @@ torch.set_num_threads(1)  # tiny models: threads cost more than they give on two
 
 NUM_CLASSES = 4
 SHAPE = (1, 12, 12)
+
+
+@pytest.fixture
+def all_cores():
+    """For SmallCNN-sized work, where every core helps; tiny tests run on one thread."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(1)
 
 
 def tiny_cnn(num_classes: int = NUM_CLASSES, channels: int = 1, seed: int = 0) -> nn.Module:

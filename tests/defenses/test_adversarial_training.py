@@ -25,9 +25,8 @@ def test_loss_is_cross_entropy_on_the_attack_output(trained_tiny):
 
 
 @pytest.mark.slow
-def test_pgd_training_beats_standard_training_under_pgd():
+def test_pgd_training_beats_standard_training_under_pgd(all_cores):
     """Same network, data, seed and epochs: only the training loss differs."""
-    torch.set_num_threads(2)  # SmallCNN-sized work: both cores help here
     datamodule = MNISTSampleDataModule(batch_size=64)
     eps = 0.2
     robust = {}
@@ -45,5 +44,4 @@ def test_pgd_training_beats_standard_training_under_pgd():
         flags = robust_flags(model, x, y, [PGD(eps, steps=10)])
         robust[cls.__name__] = flags[f"pgd_linf_{eps}"].float().mean().item()
         assert flags["clean"].float().mean() > 0.9, cls.__name__
-    torch.set_num_threads(1)
     assert robust["AdversarialTraining"] > robust["StandardTraining"] + 0.2, robust
