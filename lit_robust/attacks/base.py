@@ -50,11 +50,12 @@ def eps_tag(eps: float) -> str:
     return f"{eps:.4g}"
 
 
-def project(x_adv: Tensor, x: Tensor, eps: float, threat_model: ThreatModel) -> Tensor:
+def project(x_adv: Tensor, x: Tensor, eps: float | None, threat_model: ThreatModel) -> Tensor:
     """Project ``x_adv`` onto the ``eps``-ball of ``threat_model`` around ``x``, then clip to [0, 1].
 
     Clipping after the projection keeps the point inside the ball: ``x`` lies in [0, 1], so
-    clipping only shrinks each coordinate of ``x_adv - x``.
+    clipping only shrinks each coordinate of ``x_adv - x``. Flow and unbounded threat models are
+    only clipped (a flow attack bounds its own displacement field).
     """
     delta = x_adv - x
     if threat_model is ThreatModel.LINF:
@@ -71,14 +72,28 @@ class Attack(ABC):
     """Base of every attack. ``attack(model, x, y)`` returns adversarial inputs in [0, 1].
 
     Args:
-        eps: budget in pixel units ([0, 1] images). Linf: in [0, 1]; L2 and L1: >= 0.
-        name: metric name; by default ``<short_name>_<threat model>_<eps tag>`` (``pgd_linf_0.3``).
+        eps: budget in pixel units ([0, 1] images). Linf: in [0, 1]; L2 and L1: >= 0; flow: the
+            attack's own unit. Minimal-perturbation attacks (``ThreatModel.UNBOUNDED``) take none.
+        name: metric name; by default ``<short_name>_<threat model>_<eps tag>`` (``pgd_linf_0.3``),
+            or ``<short_name>`` for minimal-perturbation attacks (``deepfool_l2``).
     """
 
     threat_model: ClassVar[ThreatModel]
     short_name: ClassVar[str]
 
-    def __init__(self, eps: float, name: str | None = None):
+    def __init__(self, eps: float | None = None, name: str | None = None):
+        self._name = name
+        if self.threat_model is ThreatModel.UNBOUNDED:
+            if eps is not None:
+                raise ValueError(
+                    f"{type(self).__name__} finds minimal perturbations and takes no eps, got {eps}"
+                )
+            self.eps = None
+            return
+        if eps is None:
+            raise ValueError(
+                f"eps is required for {type(self).__name__} ({self.threat_model.value} threat model)"
+            )
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps):
             raise ValueError(f"eps must be a finite number, got {eps!r}")
         if self.threat_model is ThreatModel.LINF and not 0 <= eps <= 1:
@@ -89,19 +104,22 @@ class Attack(ABC):
         if eps < 0:
             raise ValueError(f"eps must be >= 0 for {type(self).__name__}, got {eps}")
         self.eps = float(eps)
-        self._name = name
 
     @property
     def name(self) -> str:
-        """Stable metric name, e.g. ``pgd_linf_0.3`` or ``fgsm_linf_8_255``."""
-        return self._name or f"{self.short_name}_{self.threat_model.value}_{eps_tag(self.eps)}"
+        """Stable metric name, e.g. ``pgd_linf_0.3``, ``fgsm_linf_8_255`` or ``deepfool_l2``."""
+        if self._name:
+            return self._name
+        if self.eps is None:
+            return self.short_name
+        return f"{self.short_name}_{self.threat_model.value}_{eps_tag(self.eps)}"
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Attack ``model`` at the clean inputs ``x`` (in [0, 1]) with labels ``y``."""
         with torch.inference_mode(False), torch.enable_grad():
             x = x.detach().clone()
             y = y.detach().clone()
-            if self.eps == 0 and self.threat_model is not ThreatModel.UNBOUNDED:
+            if self.eps == 0:
                 return x
             with eval_mode(model), frozen_parameters(model):
                 x_adv = self.perturb(model, x, y).detach()

@@ -10,16 +10,8 @@ import torch.nn.functional as F
 
 import lit_robust.attacks as attacks_module
 from lit_robust.attacks import FGSM, PGD, Attack, ThreatModel
+from tests.attacks.cases import ATTACKS
 from tests.conftest import tiny_cnn
-
-ATTACKS = [
-    FGSM(0.1),
-    FGSM(0.1, random_start=True),
-    PGD(0.1, steps=3),
-    PGD(0.1, steps=3, random_start="none"),
-    PGD(0.1, steps=3, random_start="normal", loss="kl"),
-    PGD(0.5, norm="l2", steps=3),
-]
 
 
 def concrete_attack_classes() -> set[type]:
@@ -32,7 +24,10 @@ def test_every_exported_attack_is_covered():
 
 
 def within_ball(x_adv: torch.Tensor, x: torch.Tensor, attack: Attack) -> bool:
+    """The pixel-space bound; flow attacks test their displacement bound in their own files."""
     delta = (x_adv - x).flatten(1)
+    if attack.threat_model in (ThreatModel.UNBOUNDED, ThreatModel.FLOW):
+        return True
     if attack.threat_model is ThreatModel.LINF:
         return bool(delta.abs().max() <= attack.eps + 1e-6)
     order = {ThreatModel.L2: 2, ThreatModel.L1: 1}[attack.threat_model]
@@ -92,6 +87,8 @@ def test_works_under_inference_mode(attack, trained_tiny):
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: a.name)
 def test_eps_zero_returns_the_input(attack, trained_tiny):
+    if attack.eps is None:
+        pytest.skip("minimal-perturbation attacks have no budget")
     model, x, y = trained_tiny
     zero = type(attack)(**{**vars_for(attack), "eps": 0.0})
     assert torch.equal(zero(model, x, y), x)
@@ -124,3 +121,18 @@ def test_bad_l2_eps_and_other_arguments():
     with pytest.raises(ValueError, match="step_size"):
         FGSM(0.1, step_size=-1.0)
     assert PGD(2.0, norm="l2").eps == 2.0  # L2 budgets may exceed 1
+
+
+def test_minimal_perturbation_attacks_take_no_budget():
+    class Minimal(Attack):
+        threat_model = ThreatModel.UNBOUNDED
+        short_name = "minimal_l2"
+
+        def perturb(self, model, x, y):
+            return x
+
+    assert Minimal().name == "minimal_l2" and Minimal().eps is None
+    with pytest.raises(ValueError, match="takes no eps"):
+        Minimal(eps=0.1)
+    with pytest.raises(ValueError, match="eps is required"):
+        PGD(None)
