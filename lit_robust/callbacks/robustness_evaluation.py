@@ -31,9 +31,9 @@ def robust_flags(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[Attac
     clean = predict_labels(model, x) == y
     flags = {"clean": clean}
     worst = clean.clone()
+    idx = clean.nonzero().flatten()
     for attack in attacks:
         robust = torch.zeros_like(clean)
-        idx = clean.nonzero().flatten()
         if len(idx):
             x_adv = attack(model, x[idx], y[idx])
             robust[idx] = predict_labels(model, x_adv) == y[idx]
