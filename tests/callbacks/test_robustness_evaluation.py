@@ -28,7 +28,7 @@ class BreakGroup(Attack):
     short_name = "break"
 
     def __init__(self, marker: float, name: str):
-        super().__init__(eps=0.0, name=name)
+        super().__init__(name=name)
         self.marker = marker
         self.calls: list[int] = []
 
