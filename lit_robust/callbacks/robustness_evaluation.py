@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.aggregation import MeanMetric
@@ -21,23 +24,30 @@ def predict_labels(model: nn.Module, x: Tensor) -> Tensor:
         return model(x).argmax(dim=1)
 
 
-def robust_flags(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[Attack]) -> dict[str, Tensor]:
-    """Per-sample booleans: ``"clean"`` (correctly classified) and, per attack name, robust to it.
+def robust_flags(
+    model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[Attack], individual: bool = True
+) -> dict[str, Tensor]:
+    """Per-sample booleans: ``"clean"`` (correctly classified), ``"worst_case"`` (robust to every
+    attack at once: the per-sample worst case) and, if ``individual``, per attack name, robust to it.
 
-    Each attack runs only on the clean-correct points (a clean mistake is never robust), so each
-    entry is that attack's own robust accuracy when averaged. ``"worst_case"`` is robust to every
-    attack at once: the per-sample worst case.
+    A clean mistake is never robust, so attacks run only on clean-correct points. ``individual``:
+    each attack runs on all of them, and its entry averages to its own robust accuracy. Otherwise
+    each attack runs only on the points every earlier attack failed on (AutoAttack's ensemble):
+    the same worst case for less work, but no per-attack numbers.
     """
     clean = predict_labels(model, x) == y
     flags = {"clean": clean}
     worst = clean.clone()
     idx = clean.nonzero().flatten()
     for attack in attacks:
+        if not individual:
+            idx = worst.nonzero().flatten()
         robust = torch.zeros_like(clean)
         if len(idx):
             x_adv = attack(model, x[idx], y[idx])
             robust[idx] = predict_labels(model, x_adv) == y[idx]
-        flags[attack.name] = robust
+        if individual:
+            flags[attack.name] = robust
         worst &= robust
     flags["worst_case"] = worst
     return flags
@@ -56,9 +66,12 @@ class RobustnessEvaluation(L.Callback):
     Logs, under ``val/`` in ``fit`` and ``validate`` and under ``test/`` in ``test``:
 
     * ``robust_acc/<attack name>`` — fraction of the subset classified correctly after the attack
-      (clean mistakes count as not robust);
+      (clean mistakes count as not robust), when ``individual``;
     * ``worst_case_acc`` — fraction that survives *every* attack (per-sample worst case);
-    * ``subset_acc`` — clean accuracy on the same subset.
+    * ``subset_acc`` — clean accuracy on the same subset;
+    * ``robust_acc_vs_eps/<attack>`` — a figure (TensorBoard logger only) of robust accuracy
+      against eps, for every attack given at two or more budgets (an eps sweep: list the attack
+      once per eps).
 
     Attacks run in eval mode with each module's mode restored, so BatchNorm statistics, dropout
     and the training RNG stream are untouched (the attacks draw from their own seeded stream).
@@ -72,6 +85,8 @@ class RobustnessEvaluation(L.Callback):
         every_n_epochs: during ``fit``, evaluate every n-th epoch and at the last one, >= 1.
         seed: picks the subset and seeds the attacks' randomness.
         batch_size: images attacked at once, > 0.
+        individual: run every attack on every clean-correct point and log its own accuracy; with
+            ``False`` each attack only sees the points still robust (cheaper, worst case only).
     """
 
     def __init__(
@@ -81,6 +96,7 @@ class RobustnessEvaluation(L.Callback):
         every_n_epochs: int = 1,
         seed: int = 0,
         batch_size: int = 250,
+        individual: bool = True,
     ):
         attacks = list(attacks or [])
         names = [attack.name for attack in attacks]
@@ -99,12 +115,18 @@ class RobustnessEvaluation(L.Callback):
         self.every_n_epochs = every_n_epochs
         self.seed = seed
         self.batch_size = batch_size
+        self.individual = individual
+
+    def flag_keys(self) -> list[str]:
+        """The per-sample flags :func:`robust_flags` returns, in logging order."""
+        per_attack = [attack.name for attack in self.attacks] if self.individual else []
+        return ["clean", *per_attack, "worst_case"]
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Fail early when a checkpoint monitors our metric on epochs where it is not computed."""
         if stage != "fit":
             return
-        ours = {metric_name("val", key) for key in ("clean", "worst_case", *(a.name for a in self.attacks))}
+        ours = {metric_name("val", key) for key in self.flag_keys()}
         for checkpoint in trainer.checkpoint_callbacks:
             period = getattr(checkpoint, "_every_n_epochs", 1) or 1
             if getattr(checkpoint, "monitor", None) in ours and period % self.every_n_epochs:
@@ -140,8 +162,7 @@ class RobustnessEvaluation(L.Callback):
         dataset: Dataset = loader.dataset
         subset = seeded_subset(len(dataset), self.num_samples, self.seed)
         shard = subset[trainer.global_rank :: trainer.world_size]  # each process its own shard
-        keys = ["clean", *(attack.name for attack in self.attacks), "worst_case"]
-        means = {key: MeanMetric().to(pl_module.device) for key in keys}
+        means = {key: MeanMetric().to(pl_module.device) for key in self.flag_keys()}
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -149,17 +170,45 @@ class RobustnessEvaluation(L.Callback):
             chunks = shard.split(self.batch_size)
             for chunk in tqdm(chunks, desc=f"Attacking the {stage} subset", disable=not show, leave=False):
                 x, y = _stack(dataset, chunk.tolist())
-                flags = robust_flags(pl_module, x.to(pl_module.device), y.to(pl_module.device), self.attacks)
+                x, y = x.to(pl_module.device), y.to(pl_module.device)
+                flags = robust_flags(pl_module, x, y, self.attacks, self.individual)
                 for key, mean in means.items():
                     mean.update(flags[key].float())
-        for key, mean in means.items():  # compute() syncs across processes
-            pl_module.log(metric_name(stage, key), mean.compute())
+        accuracies = {key: mean.compute() for key, mean in means.items()}  # syncs across processes
+        for key, value in accuracies.items():
+            pl_module.log(metric_name(stage, key), value)
+        if trainer.is_global_zero and isinstance(trainer.logger, TensorBoardLogger):
+            for title, figure in eps_curves(self.attacks, accuracies).items():
+                trainer.logger.experiment.add_figure(
+                    f"{stage}/robust_acc_vs_eps/{title}", figure, trainer.global_step
+                )
 
 
 def metric_name(stage: str, flag_key: str) -> str:
     """``val/subset_acc``, ``val/worst_case_acc`` or ``val/robust_acc/<attack name>``."""
     special = {"clean": "subset_acc", "worst_case": "worst_case_acc"}
     return f"{stage}/{special.get(flag_key, f'robust_acc/{flag_key}')}"
+
+
+def eps_curves(attacks: Sequence[Attack], accuracies: Mapping[str, Tensor]) -> dict[str, Figure]:
+    """One figure of robust accuracy against eps per attack family given at two or more budgets."""
+    families: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for attack in attacks:
+        if attack.eps is not None and attack.name in accuracies:
+            family = f"{attack.short_name}_{attack.threat_model.value}"
+            families[family].append((attack.eps, float(accuracies[attack.name])))
+    figures = {}
+    for family, points in families.items():
+        if len(points) < 2:
+            continue
+        eps, accuracy = zip(*sorted(points), strict=True)
+        figure = Figure(figsize=(4, 3))  # no pyplot: the user's backend is left alone
+        axes = figure.subplots()
+        axes.plot(eps, accuracy, marker="o")
+        axes.set(xlabel="eps (pixel units)", ylabel="robust accuracy", ylim=(0, 1), title=family)
+        figure.tight_layout()
+        figures[family] = figure
+    return figures
 
 
 def _stack(dataset: Dataset, indices: list[int]) -> tuple[Tensor, Tensor]:

@@ -70,6 +70,16 @@ def test_worst_case_is_clean_correct_minus_the_union_of_breaks():
     assert attack_a.calls == [10] and attack_b.calls == [10]  # only clean-correct points are attacked
 
 
+def test_ensemble_mode_attacks_only_the_points_still_robust():
+    x, y, _ = pixel_batch()
+    attack_a, attack_b = BreakGroup(0.25, "a"), BreakGroup(0.75, "b")
+    individual = robust_flags(PixelClassifier(), x, y, [BreakGroup(0.25, "a"), BreakGroup(0.75, "b")])
+    ensemble = robust_flags(PixelClassifier(), x, y, [attack_a, attack_b], individual=False)
+    assert set(ensemble) == {"clean", "worst_case"}
+    assert torch.equal(ensemble["worst_case"], individual["worst_case"])
+    assert attack_a.calls == [10] and attack_b.calls == [7]  # B never sees what A already broke
+
+
 def test_seeded_subset_is_deterministic_and_bounded():
     first = seeded_subset(100, 10, seed=3)
     assert torch.equal(first, seeded_subset(100, 10, seed=3))
@@ -160,3 +170,20 @@ def test_checkpoint_on_epochs_without_robust_accuracy_is_an_early_error(tmp_path
     run = trainer(tmp_path, callback, enable_checkpointing=True, callbacks=[callback, checkpoint])
     with pytest.raises(ValueError, match="every_n_epochs=2"):
         run.fit(StandardTraining(network=tiny_cnn(), num_classes=NUM_CLASSES), datamodule=tiny_data())
+
+
+def test_eps_sweep_is_logged_as_scalars_and_a_curve(tmp_path, trained_tiny):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    network, _, _ = trained_tiny
+    sweep = [FGSM(eps) for eps in (0.05, 0.1, 0.3)]
+    callback = RobustnessEvaluation(attacks=[*sweep, PGD(0.1, steps=2)], num_samples=16)
+    logger = TensorBoardLogger(tmp_path, name="sweep")
+    run = trainer(tmp_path, callback, logger=logger)
+    logged = run.test(StandardTraining(network=network, num_classes=NUM_CLASSES), datamodule=tiny_data())[0]
+    curve = [logged[f"test/robust_acc/{attack.name}"] for attack in sweep]
+    assert curve == sorted(curve, reverse=True) and curve[0] > curve[-1]
+    events = EventAccumulator(str(logger.log_dir))
+    events.Reload()
+    assert events.Tags()["images"] == ["test/robust_acc_vs_eps/fgsm_linf"]  # PGD has one eps: no curve
