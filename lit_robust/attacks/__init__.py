@@ -3,5 +3,6 @@
 from lit_robust.attacks.base import Attack, ThreatModel, eps_tag
 from lit_robust.attacks.fgsm import FGSM
 from lit_robust.attacks.pgd import PGD
+from lit_robust.attacks.transfer import Transfer
 
-__all__ = ["FGSM", "PGD", "Attack", "ThreatModel", "eps_tag"]
+__all__ = ["FGSM", "PGD", "Attack", "ThreatModel", "Transfer", "eps_tag"]
