@@ -1,8 +1,9 @@
 """Network architectures; each starts with a :class:`Normalize` layer, so inputs are pixels in [0, 1]."""
 
+from lit_robust.models.bpda import BPDA
 from lit_robust.models.lenet import LeNet
 from lit_robust.models.mlp import MLP
 from lit_robust.models.normalize import Normalize
 from lit_robust.models.small_cnn import SmallCNN
 
-__all__ = ["LeNet", "MLP", "Normalize", "SmallCNN"]
+__all__ = ["BPDA", "LeNet", "MLP", "Normalize", "SmallCNN"]
