@@ -134,11 +134,11 @@ def test_fit_logs_every_n_epochs_and_leaves_the_model_untouched(tmp_path):
     calls = []
 
     class Spy(RobustnessEvaluation):
-        def _evaluate(self, trainer, pl_module, stage, dataloaders):
+        def evaluate(self, trainer, pl_module, stage, dataloaders):
             modes = {n: m.training for n, m in pl_module.named_modules()}
             state = {k: v.clone() for k, v in pl_module.state_dict().items()}
             rng = torch.get_rng_state()
-            super()._evaluate(trainer, pl_module, stage, dataloaders)
+            super().evaluate(trainer, pl_module, stage, dataloaders)
             assert {n: m.training for n, m in pl_module.named_modules()} == modes
             assert all(torch.equal(v, state[k]) for k, v in pl_module.state_dict().items())
             assert torch.equal(torch.get_rng_state(), rng)

@@ -1,0 +1,137 @@
+"""The machinery every evaluation callback shares: a fixed, seeded subset, attacked at epoch end.
+
+A subclass says what to compute per sample (:meth:`SubsetEvaluation.per_sample`) and how to turn
+the gathered per-sample values into metrics (:meth:`SubsetEvaluation.summarize`). This base picks
+the subset, shards it across processes, batches it, seeds the attacks' randomness without touching
+the training RNG stream, shows progress, gathers the values across processes, logs the metrics, and
+runs in ``fit`` (validation, every n epochs and the last), ``validate`` and ``test``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics.aggregation import CatMetric
+from tqdm.auto import tqdm
+
+
+def seeded_subset(dataset_size: int, num_samples: int, seed: int) -> Tensor:
+    """``min(num_samples, dataset_size)`` distinct indices drawn with ``seed``, in ascending order."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(dataset_size, generator=generator)[:num_samples]
+    return chosen.sort().values
+
+
+class SubsetEvaluation(L.Callback, ABC):
+    """Base of the evaluation callbacks (see the module docstring).
+
+    Args:
+        num_samples: size of the evaluation subset (the whole split if smaller), > 0.
+        every_n_epochs: during ``fit``, evaluate every n-th epoch and at the last one, >= 1.
+        seed: picks the subset and seeds the attacks' randomness.
+        batch_size: images evaluated at once, > 0.
+    """
+
+    def __init__(
+        self, num_samples: int = 1000, every_n_epochs: int = 1, seed: int = 0, batch_size: int = 250
+    ):
+        if num_samples <= 0:
+            raise ValueError(f"num_samples must be > 0, got {num_samples}")
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+        self.seed = seed
+        self.batch_size = batch_size
+
+    @abstractmethod
+    def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Per-sample values for one batch (each a tensor whose first dimension is the batch)."""
+
+    @abstractmethod
+    def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Metrics (full names, e.g. ``val/worst_case_acc``) from the gathered per-sample values."""
+
+    def metric_names(self, stage: str) -> set[str]:
+        """Names this callback logs, for the checkpoint check; empty if unknown in advance."""
+        return set()
+
+    def log_extras(self, trainer: L.Trainer, stage: str, metrics: Mapping[str, Tensor]) -> None:
+        """Hook for figures and other non-scalar outputs (rank zero only)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Fail early when a checkpoint monitors our metric on epochs where it is not computed."""
+        if stage != "fit":
+            return
+        ours = self.metric_names("val")
+        for checkpoint in trainer.checkpoint_callbacks:
+            period = getattr(checkpoint, "_every_n_epochs", 1) or 1
+            if getattr(checkpoint, "monitor", None) in ours and period % self.every_n_epochs:
+                raise ValueError(
+                    f"ModelCheckpoint monitors {checkpoint.monitor!r}, which {type(self).__name__} logs "
+                    f"every {self.every_n_epochs} epochs, but checks it every {period}: give ModelCheckpoint "
+                    f"every_n_epochs={self.every_n_epochs} (lit-robust links the two)"
+                )
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == "fit":
+            epoch = trainer.current_epoch + 1
+            is_last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+            if epoch % self.every_n_epochs and not is_last:
+                return
+        self.evaluate(trainer, pl_module, "val", trainer.val_dataloaders)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluate(trainer, pl_module, "test", trainer.test_dataloaders)
+
+    def evaluate(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        stage: str,
+        dataloaders: DataLoader | Sequence[DataLoader] | None,
+    ) -> dict[str, Tensor]:
+        """Evaluate the subset of the first dataloader's dataset, log and return the metrics."""
+        if dataloaders is None:
+            return {}
+        loader = dataloaders if isinstance(dataloaders, DataLoader) else dataloaders[0]
+        dataset: Dataset = loader.dataset
+        subset = seeded_subset(len(dataset), self.num_samples, self.seed)
+        shard = subset[trainer.global_rank :: trainer.world_size]  # each process its own shard
+        gathered: dict[str, CatMetric] = {}
+        show = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            chunks = shard.split(self.batch_size)
+            description = f"{type(self).__name__} on the {stage} subset"
+            for chunk in tqdm(chunks, desc=description, disable=not show, leave=False):
+                x, y = _stack(dataset, chunk.tolist())
+                values = self.per_sample(pl_module, x.to(pl_module.device), y.to(pl_module.device))
+                for key, value in values.items():
+                    gathered.setdefault(key, CatMetric(nan_strategy="ignore").to(pl_module.device))
+                    gathered[key].update(value.float())
+        values = {key: metric.compute() for key, metric in gathered.items()}  # gathers across processes
+        metrics = self.summarize(stage, values)
+        for name, value in metrics.items():
+            pl_module.log(name, value)
+        if trainer.is_global_zero:
+            self.log_extras(trainer, stage, metrics)
+        return metrics
+
+
+def _stack(dataset: Dataset, indices: list[int]) -> tuple[Tensor, Tensor]:
+    """Images and labels of ``dataset[indices]`` as two batched tensors."""
+    items = [dataset[i] for i in indices]
+    images = torch.stack([torch.as_tensor(item[0]) for item in items])
+    labels = torch.as_tensor([int(item[1]) for item in items])
+    return images, labels
