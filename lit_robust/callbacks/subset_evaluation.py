@@ -118,7 +118,7 @@ class SubsetEvaluation(L.Callback, ABC):
                 x, y = _stack(dataset, chunk.tolist())
                 values = self.per_sample(pl_module, x.to(pl_module.device), y.to(pl_module.device))
                 for key, value in values.items():
-                    gathered.setdefault(key, CatMetric(nan_strategy="ignore").to(pl_module.device))
+                    gathered.setdefault(key, CatMetric(nan_strategy="disable").to(pl_module.device))
                     gathered[key].update(value.float())
         values = {key: metric.compute() for key, metric in gathered.items()}  # gathers across processes
         metrics = self.summarize(stage, values)
