@@ -1,7 +1,15 @@
 """Callbacks that evaluate robustness during and after training."""
 
+from lit_robust.callbacks.adversarial_examples import AdversarialExamples
 from lit_robust.callbacks.minimal_perturbation import MinimalPerturbation
 from lit_robust.callbacks.robustness_evaluation import RobustnessEvaluation, robust_flags
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, seeded_subset
 
-__all__ = ["MinimalPerturbation", "RobustnessEvaluation", "SubsetEvaluation", "robust_flags", "seeded_subset"]
+__all__ = [
+    "AdversarialExamples",
+    "MinimalPerturbation",
+    "RobustnessEvaluation",
+    "SubsetEvaluation",
+    "robust_flags",
+    "seeded_subset",
+]

@@ -10,7 +10,8 @@ runs in ``fit`` (validation, every n epochs and the last), ``validate`` and ``te
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import lightning as L
 import torch
@@ -25,6 +26,29 @@ def seeded_subset(dataset_size: int, num_samples: int, seed: int) -> Tensor:
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(dataset_size, generator=generator)[:num_samples]
     return chosen.sort().values
+
+
+def first_dataset(dataloaders: DataLoader | Sequence[DataLoader] | None) -> Dataset | None:
+    """The dataset behind the (first) evaluation dataloader."""
+    if not dataloaders:
+        return None
+    return (dataloaders if isinstance(dataloaders, DataLoader) else dataloaders[0]).dataset
+
+
+def stack_items(dataset: Dataset, indices: list[int]) -> tuple[Tensor, Tensor]:
+    """Images and labels of ``dataset[indices]`` as two batched tensors."""
+    items = [dataset[i] for i in indices]
+    images = torch.stack([torch.as_tensor(item[0]) for item in items])
+    labels = torch.as_tensor([int(item[1]) for item in items])
+    return images, labels
+
+
+@contextmanager
+def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for the block and restore the outer stream afterwards (training is untouched)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 class SubsetEvaluation(L.Callback, ABC):
@@ -101,21 +125,18 @@ class SubsetEvaluation(L.Callback, ABC):
         dataloaders: DataLoader | Sequence[DataLoader] | None,
     ) -> dict[str, Tensor]:
         """Evaluate the subset of the first dataloader's dataset, log and return the metrics."""
-        if dataloaders is None:
+        dataset = first_dataset(dataloaders)
+        if dataset is None:
             return {}
-        loader = dataloaders if isinstance(dataloaders, DataLoader) else dataloaders[0]
-        dataset: Dataset = loader.dataset
         subset = seeded_subset(len(dataset), self.num_samples, self.seed)
         shard = subset[trainer.global_rank :: trainer.world_size]  # each process its own shard
         gathered: dict[str, CatMetric] = {}
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
-        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
+        with seeded_rng(self.seed, pl_module.device):
             chunks = shard.split(self.batch_size)
             description = f"{type(self).__name__} on the {stage} subset"
             for chunk in tqdm(chunks, desc=description, disable=not show, leave=False):
-                x, y = _stack(dataset, chunk.tolist())
+                x, y = stack_items(dataset, chunk.tolist())
                 values = self.per_sample(pl_module, x.to(pl_module.device), y.to(pl_module.device))
                 for key, value in values.items():
                     gathered.setdefault(key, CatMetric(nan_strategy="disable").to(pl_module.device))
@@ -127,11 +148,3 @@ class SubsetEvaluation(L.Callback, ABC):
         if trainer.is_global_zero:
             self.log_extras(trainer, stage, metrics)
         return metrics
-
-
-def _stack(dataset: Dataset, indices: list[int]) -> tuple[Tensor, Tensor]:
-    """Images and labels of ``dataset[indices]`` as two batched tensors."""
-    items = [dataset[i] for i in indices]
-    images = torch.stack([torch.as_tensor(item[0]) for item in items])
-    labels = torch.as_tensor([int(item[1]) for item in items])
-    return images, labels
