@@ -26,6 +26,10 @@ from torch import Tensor, nn
 from lit_robust.models.modes import eval_mode, frozen_parameters
 
 
+class GradientMaskingWarning(UserWarning):
+    """A sanity check suggests masked gradients: measured robustness may be overestimated."""
+
+
 class ThreatModel(str, Enum):
     """The set of allowed perturbations around a clean input ``x`` (pixel units)."""
 

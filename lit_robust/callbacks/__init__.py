@@ -1,12 +1,14 @@
 """Callbacks that evaluate robustness during and after training."""
 
 from lit_robust.callbacks.adversarial_examples import AdversarialExamples
+from lit_robust.callbacks.gradient_masking import GradientMaskingChecks
 from lit_robust.callbacks.minimal_perturbation import MinimalPerturbation
 from lit_robust.callbacks.robustness_evaluation import RobustnessEvaluation, robust_flags
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, seeded_subset
 
 __all__ = [
     "AdversarialExamples",
+    "GradientMaskingChecks",
     "MinimalPerturbation",
     "RobustnessEvaluation",
     "SubsetEvaluation",
