@@ -22,6 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lit_robust.callbacks.robustness_evaluation import RobustnessEvaluation
 from lit_robust.data.base import ImageDataModule
 from lit_robust.defenses.base import RobustClassifier
+from lit_robust.report import write_report
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -75,13 +76,21 @@ class LitRobustCLI(LightningCLI):
         if not self.config[self.subcommand].get("test_after_fit"):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
-        results = self.trainer.test(
-            self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False
-        )
-        print(format_summary(results[0] if results else {}, self.trainer.log_dir, best))
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
+        self._report(best)
 
     def after_test(self) -> None:
-        print(format_summary(self.trainer.callback_metrics, self.trainer.log_dir, ""))
+        self._report(self.config[self.subcommand].get("ckpt_path"))
+
+    def _report(self, checkpoint: str | None) -> None:
+        """Print the summary table; write report.json and report.md next to the logs."""
+        log_dir = self.trainer.log_dir
+        lines = [format_summary(self.trainer.callback_metrics, log_dir, checkpoint or "")]
+        if log_dir and self.trainer.is_global_zero:
+            seed = self.config[self.subcommand].get("seed_everything")
+            json_path, markdown_path = write_report(self.trainer, checkpoint, log_dir, seed)
+            lines.append(f"Report:           {markdown_path} and {json_path.name}")
+        print("\n".join(lines))
 
 
 def format_summary(metrics: Mapping[str, object], log_dir: str | None, checkpoint: str) -> str:

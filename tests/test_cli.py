@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,13 @@ def test_fit_then_test_on_the_sample(capsys):
     main(["test", *config_args(CONFIGS / "quickstart.yaml"), *FAST, "--ckpt_path", str(checkpoints[0])])
     assert "robust accuracy, fgsm_linf_0.1" in capsys.readouterr().out
     assert "test/robust_acc/pgd_linf_0.1" in scalars(Path("runs/quickstart/version_1"))
+    report = json.loads(Path("runs/quickstart/version_1/report.json").read_text())
+    expected = {"clean_acc", "robust_acc", "worst_case_acc", "eps_curves", "minimal_perturbation", "masking"}
+    assert expected | {"evaluations", "seed", "versions", "checkpoint"} <= set(report)
+    assert set(report["robust_acc"]) == {"fgsm_linf_0.1", "pgd_linf_0.1"}
+    assert report["evaluations"][0]["num_samples"] == 24 and report["seed"] == 0
+    assert report["checkpoint"] == str(checkpoints[0])
+    assert "worst case over all attacks" in Path("runs/quickstart/version_1/report.md").read_text()
 
     restored = AdversarialTraining.load_from_checkpoint(
         checkpoints[0]

@@ -1,0 +1,177 @@
+"""The robustness report: every ``test/`` number of a run, with the settings that produced it.
+
+Written by ``lit-robust test`` (and ``fit`` with ``test_after_fit``) as ``report.json`` and
+``report.md`` next to the TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections import defaultdict
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from lit_robust.attacks.base import Attack
+from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
+
+PACKAGES = ("lit-robust", "torch", "lightning", "torchmetrics", "advertorch", "pyautoattack")
+
+
+def attack_settings(attack: Attack) -> dict[str, Any]:
+    """An attack's class, name, threat model and plain hyperparameters (what reproduces it)."""
+    settings: dict[str, Any] = {"name": attack.name, "class": type(attack).__name__}
+    settings["threat_model"] = attack.threat_model.value
+    for key, value in vars(attack).items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, Attack):
+            settings[key] = attack_settings(value)
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            settings[key] = value
+    return settings
+
+
+def evaluation_settings(callback: SubsetEvaluation) -> dict[str, Any]:
+    """A callback's subset size, seed and attacks."""
+    attacks = [value for value in vars(callback).values() if isinstance(value, Attack)]
+    for value in vars(callback).values():
+        if isinstance(value, list):
+            attacks += [item for item in value if isinstance(item, Attack)]
+    return {
+        "callback": type(callback).__name__,
+        "num_samples": callback.num_samples,
+        "seed": callback.seed,
+        "attacks": [attack_settings(attack) for attack in attacks],
+    }
+
+
+def eps_curves(evaluations: list[dict[str, Any]], metrics: dict[str, float]) -> dict[str, list[list[float]]]:
+    """Robust accuracy against eps for every attack family evaluated at two or more budgets."""
+    curves: dict[str, set[tuple[float, float]]] = defaultdict(set)
+    for evaluation in evaluations:
+        for attack in evaluation["attacks"]:
+            value = metrics.get(f"test/robust_acc/{attack['name']}")
+            if attack.get("eps") is not None and value is not None:
+                family = f"{attack['class']}_{attack['threat_model']}"
+                curves[family].add((attack["eps"], value))
+    return {family: [list(p) for p in sorted(points)] for family, points in curves.items() if len(points) > 1}
+
+
+def build_report(trainer: L.Trainer, checkpoint: str | None, seed: int | None = None) -> dict[str, Any]:
+    """Everything the report shows, as plain data (``seed``: the run's global seed)."""
+    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
+    evaluations = [evaluation_settings(cb) for cb in trainer.callbacks if isinstance(cb, SubsetEvaluation)]
+
+    def section(prefix: str) -> dict[str, float]:
+        return {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
+
+    minimal = defaultdict(dict)
+    for statistic in ("median_l2", "median_linf", "mean_l2", "success_rate", "rho2"):
+        for attack, value in section(f"test/{statistic}/").items():
+            minimal[attack][statistic] = value
+    model = trainer.lightning_module
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": type(model).__name__,
+        "network": type(getattr(model, "network", model)).__name__,
+        "checkpoint": checkpoint,
+        "clean_acc": metrics.get("test/acc"),
+        "subset_clean_acc": metrics.get("test/subset_acc"),
+        "robust_acc": section("test/robust_acc/"),
+        "worst_case_acc": metrics.get("test/worst_case_acc"),
+        "eps_curves": eps_curves(evaluations, metrics),
+        "minimal_perturbation": dict(minimal),
+        "masking": section("test/masking/"),
+        "evaluations": evaluations,
+        "seed": seed,
+        "versions": {name: _version(name) for name in PACKAGES},
+        "hardware": {
+            "platform": platform.platform(),
+            "device": str(model.device),
+            "gpu": torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else None,
+            "processes": trainer.world_size,
+        },
+        "metrics": metrics,
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as a short Markdown page."""
+    percent = lambda value: "n/a" if value is None else f"{100 * value:.2f}%"  # noqa: E731
+    lines = [
+        f"# Robustness report: {report['model']} ({report['network']})",
+        "",
+        f"Checkpoint: `{report['checkpoint']}`  ",
+        f"Created: {report['created']}; device {report['hardware']['device']}, "
+        f"{report['hardware']['processes']} process(es); seed {report['seed']}",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| clean accuracy (test split) | {percent(report['clean_acc'])} |",
+        f"| clean accuracy (attacked subset) | {percent(report['subset_clean_acc'])} |",
+    ]
+    lines += [
+        f"| robust accuracy, `{name}` | {percent(value)} |" for name, value in report["robust_acc"].items()
+    ]
+    lines.append(f"| **worst case over all attacks** | **{percent(report['worst_case_acc'])}** |")
+    if report["eps_curves"]:
+        lines += ["", "## Robust accuracy against eps", ""]
+        for family, points in report["eps_curves"].items():
+            lines.append(f"- `{family}`: " + ", ".join(f"{eps:g} → {percent(acc)}" for eps, acc in points))
+    if report["minimal_perturbation"]:
+        lines += ["", "## Minimal perturbations (clean-correct points; failures count as +inf)", ""]
+        lines += [
+            "| attack | median L2 | median Linf | mean L2 (successes) | success rate | rho_2 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for attack, stats in report["minimal_perturbation"].items():
+            cells = [f"{stats.get(k, float('nan')):.4g}" for k in ("median_l2", "median_linf", "mean_l2")]
+            cells += [percent(stats.get("success_rate")), f"{stats.get('rho2', float('nan')):.4g}"]
+            lines.append(f"| `{attack}` | " + " | ".join(cells) + " |")
+    if report["masking"]:
+        lines += [
+            "",
+            "## Gradient-masking checks (flag 1 = check failed)",
+            "",
+            "| check | value | flag |",
+            "|---|---|---|",
+        ]
+        for name, value in report["masking"].items():
+            if not name.endswith("_flag") and name != "flags":
+                flag = report["masking"].get(f"{name}_flag")
+                lines.append(f"| {name} | {value:.4g} | {'n/a' if flag is None else int(flag)} |")
+        lines.append(f"\nFlags raised: {int(report['masking'].get('flags', 0))}")
+    lines += ["", "## Settings", ""]
+    for evaluation in report["evaluations"]:
+        lines.append(
+            f"- {evaluation['callback']}: {evaluation['num_samples']} samples, seed {evaluation['seed']}"
+        )
+        lines += [f"  - `{json.dumps(attack, sort_keys=True)}`" for attack in evaluation["attacks"]]
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+def write_report(
+    trainer: L.Trainer, checkpoint: str | None, directory: str | Path, seed: int | None = None
+) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``directory``; returns both paths."""
+    report = build_report(trainer, checkpoint, seed)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, markdown_path = directory / "report.json", directory / "report.md"
+    json_path.write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=True) + "\n")
+    markdown_path.write_text(render_markdown(report))
+    return json_path, markdown_path
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
