@@ -61,10 +61,12 @@ def project(x_adv: Tensor, x: Tensor, eps: float | None, threat_model: ThreatMod
     clipping only shrinks each coordinate of ``x_adv - x``. Flow and unbounded threat models are
     only clipped (a flow attack bounds its own displacement field).
     """
+    if threat_model in (ThreatModel.FLOW, ThreatModel.UNBOUNDED):
+        return x_adv.clamp(0.0, 1.0)  # not x + (x_adv - x): rounding could flip a boundary point
     delta = x_adv - x
     if threat_model is ThreatModel.LINF:
         delta = delta.clamp(-eps, eps)
-    elif threat_model in (ThreatModel.L2, ThreatModel.L1):
+    else:
         order = 2 if threat_model is ThreatModel.L2 else 1
         norms = delta.flatten(1).norm(p=order, dim=1).clamp_min(1e-12)
         scale = (eps / norms).clamp(max=1.0).view(-1, *([1] * (delta.dim() - 1)))
