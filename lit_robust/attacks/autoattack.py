@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from lit_robust.attacks.autoattack_compat import (
@@ -35,9 +34,8 @@ from lit_robust.attacks.autoattack_compat import (
     resolve_seed,
     set_apgd_steps,
 )
-from lit_robust.attacks.base import Attack, ThreatModel, project
+from lit_robust.attacks.base import Attack, ThreatModel, attacking, project
 from lit_robust.attacks.square import check_l2_tiling
-from lit_robust.models.modes import eval_mode, frozen_parameters
 
 VERSION_COMPONENTS = {
     "standard": ["apgd_ce", "apgd_t", "fab_t", "square"],
@@ -124,12 +122,11 @@ class AutoAttack(Attack):
         Same bookkeeping as ``attack(model, x, y)``; keys from :attr:`components` (``"apgd_ce"``, ...).
         Reports list these next to the worst case; never average them.
         """
-        with torch.inference_mode(False), torch.enable_grad():
-            x, y = x.detach().clone(), y.detach().clone()
+        with attacking(model, x, y) as (x, y):
             if self.eps == 0:
                 return {component: x.clone() for component in self.components}
             seed = resolve_seed(self.seed)
-            with eval_mode(model), frozen_parameters(model), pyautoattack_call(x, self.verbose):
+            with pyautoattack_call(x, self.verbose):
                 adversary = self._adversary(model, x, seed)
                 results = adversary.run_standard_evaluation_individual(x, y, batch_size=self.batch_size)
             return {

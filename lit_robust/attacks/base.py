@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import ClassVar
 
@@ -74,6 +76,18 @@ def project(x_adv: Tensor, x: Tensor, eps: float | None, threat_model: ThreatMod
     return (x + delta).clamp(0.0, 1.0)
 
 
+@contextmanager
+def attacking(model: nn.Module, x: Tensor, y: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    """The bookkeeping around every attack (module docstring); yields clones of ``x`` and ``y``.
+
+    Outputs computed inside are normal tensors even when the caller is in inference mode.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        x, y = x.detach().clone(), y.detach().clone()
+        with eval_mode(model), frozen_parameters(model):
+            yield x, y
+
+
 class Attack(ABC):
     """Base of every attack. ``attack(model, x, y)`` returns adversarial inputs in [0, 1].
 
@@ -122,14 +136,10 @@ class Attack(ABC):
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Attack ``model`` at the clean inputs ``x`` (in [0, 1]) with labels ``y``."""
-        with torch.inference_mode(False), torch.enable_grad():
-            x = x.detach().clone()
-            y = y.detach().clone()
+        with attacking(model, x, y) as (x, y):
             if self.eps == 0:
                 return x
-            with eval_mode(model), frozen_parameters(model):
-                x_adv = self.perturb(model, x, y).detach()
-            return project(x_adv, x, self.eps, self.threat_model)
+            return project(self.perturb(model, x, y).detach(), x, self.eps, self.threat_model)
 
     @abstractmethod
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
