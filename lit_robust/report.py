@@ -143,7 +143,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             "|---|---|---|",
         ]
         for name, value in report["masking"].items():
-            if not name.endswith("_flag") and name != "flags":
+            if not name.endswith("_flag") and name != "flags" and not name.startswith("robust_acc/"):
                 flag = report["masking"].get(f"{name}_flag")
                 lines.append(f"| {name} | {value:.4g} | {'n/a' if flag is None else int(flag)} |")
         lines.append(f"\nFlags raised: {int(report['masking'].get('flags', 0))}")

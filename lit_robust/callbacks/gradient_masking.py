@@ -45,8 +45,8 @@ class GradientMaskingChecks(SubsetEvaluation):
     * ``eps_sweep_ok`` — accuracy along ``eps_sweep`` never rises and ends at most
       ``max_final_sweep_acc`` (flag when it is 0).
 
-    ``flags`` counts the raised flags. A clean bill is necessary, not sufficient: adaptive attacks
-    remain the final word.
+    ``flags`` counts the raised flags, and ``robust_acc/<attack>`` holds each attack's accuracy.
+    A clean bill is necessary, not sufficient: adaptive attacks remain the final word.
 
     Args:
         white_box: the reference attack, e.g. PGD-50 or APGD-CE at the headline eps.
@@ -135,8 +135,8 @@ class GradientMaskingChecks(SubsetEvaluation):
             f"{stage}/masking/{name}_flag": torch.tensor(float(flag)) for name, (_, flag) in checks.items()
         }
         metrics[f"{stage}/masking/flags"] = torch.tensor(float(sum(flag for _, flag in checks.values())))
-        for attack in self._attacks():
-            metrics[f"{stage}/robust_acc/{attack.name}"] = values[attack.name].mean()
+        for attack in self._attacks():  # under masking/: RobustnessEvaluation may log the same attack
+            metrics[f"{stage}/masking/robust_acc/{attack.name}"] = values[attack.name].mean()
         self.flagged = [f"{name} = {float(value):.4f}" for name, (value, flag) in checks.items() if flag]
         return metrics
 
