@@ -1,1 +1,25 @@
 """Pure tensor math shared by attacks and defenses (no Lightning)."""
+
+from lit_robust.functional.bpda import straight_through
+from lit_robust.functional.deepfool import DeepFoolResult, deepfool, deepfool_step
+from lit_robust.functional.flow import (
+    gaussian_smooth,
+    image_gradient,
+    normalized_to_pixels,
+    pixels_to_normalized,
+    t_norm,
+    warp,
+)
+
+__all__ = [
+    "DeepFoolResult",
+    "deepfool",
+    "deepfool_step",
+    "gaussian_smooth",
+    "image_gradient",
+    "normalized_to_pixels",
+    "pixels_to_normalized",
+    "straight_through",
+    "t_norm",
+    "warp",
+]
