@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack, ThreatModel, eps_tag
+from lit_robust.attacks.minimal import keep_if_fooled
 from lit_robust.functional.deepfool import TINY, candidate_gradients, top_candidates
 from lit_robust.functional.flow import gaussian_smooth, image_gradient, t_norm, warp
 
@@ -183,7 +184,4 @@ class ADef(Attack):
             sigma=self.sigma, overshoot=self.overshoot, max_norm=self.max_norm,
             smoothing_padding=self.smoothing_padding,
         )  # fmt: skip
-        with torch.no_grad():
-            fooled = model(result.x_adv.clamp(0.0, 1.0)).argmax(dim=1) != y
-        fooled &= torch.isfinite(result.x_adv).flatten(1).all(dim=1)
-        return torch.where(fooled[:, None, None, None], result.x_adv, x)
+        return keep_if_fooled(model, x, y, result.x_adv.clamp(0.0, 1.0))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.attacks.minimal import keep_if_fooled
 from lit_robust.functional.deepfool import check_deepfool_args, deepfool
 
 
@@ -62,7 +62,4 @@ class DeepFool(Attack):
             model, x, norm=self.norm, overshoot=self.overshoot, max_iter=self.max_iter,
             num_candidates=self.num_candidates, source=y, clamp=True,
         )  # fmt: skip
-        with torch.no_grad():
-            fooled = model(result.x_adv).argmax(dim=1) != y
-        fooled &= torch.isfinite(result.x_adv).flatten(1).all(dim=1)
-        return torch.where(fooled.view(-1, *([1] * (x.dim() - 1))), result.x_adv, x)
+        return keep_if_fooled(model, x, y, result.x_adv)
