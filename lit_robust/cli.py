@@ -107,7 +107,7 @@ def format_summary(metrics: Mapping[str, object], log_dir: str | None, checkpoin
     if log_dir:
         lines.append(f"TensorBoard logs: {log_dir}   (tensorboard --logdir {log_dir})")
     if checkpoint:
-        lines.append(f"Best checkpoint:  {checkpoint}")
+        lines.append(f"Checkpoint:       {checkpoint}")
     return "\n".join(lines)
 
 

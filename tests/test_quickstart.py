@@ -20,5 +20,5 @@ def test_quickstart_reaches_its_documented_accuracy(tmp_path, monkeypatch, all_c
     assert metrics["test/robust_acc/pgd_linf_0.1"] >= 0.8  # PGD-trained at this eps: it is robust
     assert metrics["test/worst_case_acc"] <= metrics["test/robust_acc/fgsm_linf_0.1"]
     out = capsys.readouterr().out
-    assert "Best checkpoint:  runs/quickstart/version_0/checkpoints/best-epoch=" in out
+    assert "Checkpoint:       runs/quickstart/version_0/checkpoints/best-epoch=" in out
     assert (tmp_path / "runs" / "quickstart" / "version_0").is_dir()
