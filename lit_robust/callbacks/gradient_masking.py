@@ -42,6 +42,8 @@ class GradientMaskingChecks(SubsetEvaluation):
     * ``noise_beats_attack_frac`` — broken by uniform noise of the white-box budget (Linf) but not
       by the attack;
     * ``convergence_gap`` — accuracy change when the white-box attack gets more steps/restarts;
+    * ``loss_gap`` — accuracy difference between the white-box attack and ``other_loss`` (e.g.
+      APGD-CE vs APGD-T); more than ``max_loss_gap`` is a masking symptom;
     * ``eps_sweep_ok`` — accuracy along ``eps_sweep`` never rises and ends at most
       ``max_final_sweep_acc`` (flag when it is 0).
 
@@ -53,10 +55,12 @@ class GradientMaskingChecks(SubsetEvaluation):
         single_step: e.g. FGSM at the same eps; None skips the check.
         black_box: e.g. Square and transfer attacks at the same eps.
         stronger: the white-box attack with more steps or restarts; None skips the check.
+        other_loss: the white-box attack with another loss (APGD-T, APGD-DLR); None skips the check.
         eps_sweep: one attack family at growing eps (the largest should break everything).
         tolerance: largest acceptable share for the ``_frac`` checks and the convergence gap
             (evaluation.md: 0.5 points).
         max_final_sweep_acc: accuracy allowed at the largest sweep eps (evaluation.md: 1%).
+        max_loss_gap: largest acceptable ``loss_gap`` (evaluation.md: 5 points).
         num_samples, every_n_epochs, seed, batch_size: see :class:`SubsetEvaluation`.
     """
 
@@ -66,9 +70,11 @@ class GradientMaskingChecks(SubsetEvaluation):
         single_step: Attack | None = None,
         black_box: list[Attack] | None = None,
         stronger: Attack | None = None,
+        other_loss: Attack | None = None,
         eps_sweep: list[Attack] | None = None,
         tolerance: float = 0.005,
         max_final_sweep_acc: float = 0.01,
+        max_loss_gap: float = 0.05,
         num_samples: int = 1000,
         every_n_epochs: int = 1,
         seed: int = 0,
@@ -79,16 +85,18 @@ class GradientMaskingChecks(SubsetEvaluation):
         self.single_step = single_step
         self.black_box = list(black_box or [])
         self.stronger = stronger
+        self.other_loss = other_loss
         self.eps_sweep = sorted(eps_sweep or [], key=lambda attack: attack.eps)
         self.tolerance = tolerance
         self.max_final_sweep_acc = max_final_sweep_acc
+        self.max_loss_gap = max_loss_gap
         attacks = self._attacks()
         names = [attack.name for attack in attacks]
         if len(set(names)) != len(names):
             raise ValueError(f"the checks' attacks must have distinct names, got {names}")
 
     def _attacks(self) -> list[Attack]:
-        optional = [self.single_step, self.stronger]
+        optional = [self.single_step, self.stronger, self.other_loss]
         return [self.white_box, *[a for a in optional if a is not None], *self.black_box, *self.eps_sweep]
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -124,6 +132,9 @@ class GradientMaskingChecks(SubsetEvaluation):
         if self.stronger is not None:
             gap = (values[self.stronger.name].mean() - white.float().mean()).abs()
             checks["convergence_gap"] = (gap, bool(gap > self.tolerance))
+        if self.other_loss is not None:
+            gap = (values[self.other_loss.name].mean() - white.float().mean()).abs()
+            checks["loss_gap"] = (gap, bool(gap > self.max_loss_gap))
         if self.eps_sweep:
             curve = torch.stack([values[attack.name].mean() for attack in self.eps_sweep])
             monotone = bool((curve[1:] <= curve[:-1] + 1e-12).all())

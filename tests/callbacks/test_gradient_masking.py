@@ -38,6 +38,7 @@ def checks_for(network: nn.Module, source: nn.Module) -> GradientMaskingChecks:
         single_step=FGSM(0.3),
         black_box=[Transfer(PGD(0.3, steps=10), source=source, source_name="twin")],
         stronger=PGD(0.3, steps=20, name="pgd_20_steps"),
+        other_loss=PGD(0.3, steps=10, random_start="none", name="pgd_no_start"),
         eps_sweep=[PGD(eps, steps=10) for eps in (0.1, 0.5, 0.9)],
         num_samples=32,
     )
@@ -70,3 +71,4 @@ def test_a_normal_model_passes(tmp_path, trained_tiny):
     assert logged["test/masking/flags"] == 0.0, {k: v for k, v in logged.items() if "masking" in k}
     assert logged["test/masking/zero_grad_frac"] == 0.0
     assert logged["test/masking/eps_sweep_ok"] == 1.0
+    assert "test/masking/loss_gap" in logged
