@@ -93,7 +93,7 @@ class LitRobustCLI(LightningCLI):
         print("\n".join(lines))
 
 
-def format_summary(metrics: Mapping[str, object], log_dir: str | None, checkpoint: str) -> str:
+def format_summary(metrics: Mapping[str, object], log_dir: str | None = None, checkpoint: str = "") -> str:
     """A small table of the test metrics, then where the TensorBoard logs and the checkpoint are."""
     rows = [("clean accuracy (test split)", metrics.get("test/acc"))]
     rows.append(("clean accuracy (attacked subset)", metrics.get("test/subset_acc")))

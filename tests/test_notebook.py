@@ -7,6 +7,7 @@ directory, on the ``python3`` kernel of the running interpreter's environment.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -47,6 +48,9 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> nbformat.NotebookNode:
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MPLBACKEND", raising=False)  # keep the kernel's inline backend, which emits PNGs
+        # One torch thread in the kernel, as conftest.py sets for the suite: on two shared cores,
+        # intra-op threads spin and cost several times the work (a run's own setting is kept).
+        mp.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
         client.execute()  # raises CellExecutionError with the traceback if a cell fails
     return nb
 

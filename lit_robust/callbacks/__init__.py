@@ -1,6 +1,7 @@
 """Callbacks that evaluate robustness during and after training."""
 
 from lit_robust.callbacks.adversarial_examples import AdversarialExamples
+from lit_robust.callbacks.gradient_feature_alignment import GradientFeatureAlignment
 from lit_robust.callbacks.gradient_masking import GradientMaskingChecks
 from lit_robust.callbacks.minimal_perturbation import MinimalPerturbation
 from lit_robust.callbacks.robustness_evaluation import RobustnessEvaluation, robust_flags
@@ -8,6 +9,7 @@ from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, seeded_subs
 
 __all__ = [
     "AdversarialExamples",
+    "GradientFeatureAlignment",
     "GradientMaskingChecks",
     "MinimalPerturbation",
     "RobustnessEvaluation",

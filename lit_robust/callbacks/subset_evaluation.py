@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.aggregation import CatMetric
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain: no ipywidgets needed in notebooks
 
 
 def seeded_subset(dataset_size: int, num_samples: int, seed: int) -> Tensor:

@@ -2,7 +2,8 @@
 
 from lit_robust.defenses.adversarial_training import AdversarialTraining
 from lit_robust.defenses.base import RobustClassifier
+from lit_robust.defenses.gfa import GFA
 from lit_robust.defenses.standard import StandardTraining
 from lit_robust.defenses.trades import TRADES
 
-__all__ = ["AdversarialTraining", "RobustClassifier", "StandardTraining", "TRADES"]
+__all__ = ["AdversarialTraining", "GFA", "RobustClassifier", "StandardTraining", "TRADES"]

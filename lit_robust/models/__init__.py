@@ -5,5 +5,6 @@ from lit_robust.models.lenet import LeNet
 from lit_robust.models.mlp import MLP
 from lit_robust.models.normalize import Normalize
 from lit_robust.models.small_cnn import SmallCNN
+from lit_robust.models.taps import Taps
 
-__all__ = ["BPDA", "LeNet", "MLP", "Normalize", "SmallCNN"]
+__all__ = ["BPDA", "LeNet", "MLP", "Normalize", "SmallCNN", "Taps"]

@@ -1,0 +1,76 @@
+"""The GFA value of any model: per-layer mean |cos(loss gradient, layer input)| on a seeded subset."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
+from lit_robust.defenses.gfa import build_taps, measure_alignment, summarize_cosines
+from lit_robust.models.modes import eval_mode
+from lit_robust.models.taps import DEFAULT_TAP_TYPES
+
+
+class GradientFeatureAlignment(SubsetEvaluation):
+    """Measure gradient-feature alignment (Lin et al. 2025, arXiv 2511.13749) for ANY ``RobustClassifier``.
+
+    For each tap ``t`` (the network input ``h_in = x - input_center``, then the inputs of the tapped
+    modules, exactly as the ``GFA`` defense picks them), the per-sample cosine
+    ``c_t = <d l / d h_t, h_t> / max(||d l / d h_t|| ||h_t||, eps_cos)`` of the task loss ``l``, on a
+    fixed seeded subset of the validation (or test) data, with the model in eval mode (modes restored).
+    Logs ``val/gfa_abs_cos/<tap>`` (mean ``|c_t|``, the paper's "GFA value") and ``val/gfa_cos/<tap>``
+    (mean signed ``c_t``), under ``test/`` in ``test``. The paper compares these across training
+    methods, so attach it to the baselines too. The math is shared with the defense
+    (``lit_robust.functional.alignment``); grads are enabled and inference mode left as needed, and
+    no parameter ``.grad`` is touched.
+
+    Taps are taken on ``model.network`` (the module itself if it has no ``network``), so tap names
+    match ``GFA``'s ``train/gfa_abs_cos/<tap>``.
+
+    Args:
+        taps: ``"deep"`` (default), ``"first"`` or a list of module names, as in ``GFA``.
+        tap_types: module classes (dotted paths) tapped by ``"deep"``; default Conv2d and Linear.
+        task_loss: ``"ce"`` (default) or ``"mse"``, as in ``GFA``.
+        input_center: ``c_in`` in pixel units (default 0.5, the paper's [-1, 1] geometry).
+        eps_cos: floor of the norm product in the cosine.
+        num_samples, every_n_epochs, seed, batch_size: see :class:`SubsetEvaluation`.
+    """
+
+    def __init__(
+        self,
+        taps: str | list[str] = "deep",
+        tap_types: Sequence[str] = DEFAULT_TAP_TYPES,
+        task_loss: str = "ce",
+        input_center: float = 0.5,
+        eps_cos: float = 1e-12,
+        num_samples: int = 1000,
+        every_n_epochs: int = 1,
+        seed: int = 0,
+        batch_size: int = 250,
+    ):
+        super().__init__(num_samples, every_n_epochs, seed, batch_size)
+        if task_loss not in ("ce", "mse"):
+            raise ValueError(f"task_loss must be one of ('ce', 'mse'), got {task_loss!r}")
+        if isinstance(taps, str) and taps.lower() not in ("first", "deep"):
+            raise ValueError(f"taps must be 'first', 'deep' or a list of module names, got {taps!r}")
+        self.taps = taps
+        self.tap_types = tuple(tap_types)
+        self.task_loss = task_loss
+        self.input_center = float(input_center)
+        self.eps_cos = float(eps_cos)
+
+    def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        network = getattr(model, "network", model)
+        taps = build_taps(network, self.taps, self.tap_types)
+        with torch.inference_mode(False), torch.enable_grad(), eval_mode(network):
+            x = x.detach().clone().requires_grad_(True)
+            y = y.detach().clone()
+            _, _, cosines = measure_alignment(
+                network, taps, x, y, self.task_loss, self.input_center, self.eps_cos, create_graph=False
+            )
+        return {name: c.detach() for name, c in cosines.items()}
+
+    def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return summarize_cosines(stage, values)

@@ -1,0 +1,210 @@
+"""GFA: Ci Lin, Tet Yeap, Iluju Kiringa, Biwei Zhang, "DeepDefense: Layer-Wise Gradient-Feature Alignment
+for Building Robust Neural Networks", arXiv 2511.13749 (2025; submitted to ICLR 2026, withdrawn).
+
+Not to be confused with Yan et al. 2018, "Deep Defense" (a different method). The paper body is not
+available to us and there is no official code: the loss below is the reconstruction of
+``shared/papers/gfa.md`` from the abstract and the public reviews. Every choice marked *unknown*
+there is an option here, with our default; none of them is claimed to be the paper's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from lit_robust.defenses.base import RobustClassifier
+from lit_robust.functional.alignment import (
+    PENALTIES,
+    TASK_LOSSES,
+    alignment_penalty,
+    gradient_feature_cosines,
+    per_sample_task_loss,
+)
+from lit_robust.models.taps import DEFAULT_TAP_TYPES, Taps
+
+INPUT_TAP = "input"
+VARIANTS = ("first", "deep")
+
+
+def build_taps(network: nn.Module, taps: str | Sequence[str], tap_types: Sequence[str | type]) -> Taps:
+    """The module taps of a GFA variant: none for ``"first"``, every ``tap_types`` module for
+    ``"deep"``, or exactly the modules named in a list (the input tap is always added by the caller)."""
+    if isinstance(taps, str):
+        variant = taps.lower()
+        if variant not in VARIANTS:
+            raise ValueError(f"taps must be 'first', 'deep' or a list of module names, got {taps!r}")
+        return Taps(network, names=[] if variant == "first" else None, types=tap_types)
+    names = list(taps)
+    if INPUT_TAP in names:
+        raise ValueError(f"taps: {INPUT_TAP!r} is the network-input tap, always present; list modules only")
+    return Taps(network, names=names, types=tap_types)
+
+
+def measure_alignment(
+    network: nn.Module,
+    taps: Taps,
+    x: Tensor,
+    y: Tensor,
+    task_loss: str = "ce",
+    input_center: float = 0.5,
+    eps_cos: float = 1e-12,
+    create_graph: bool = True,
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """One recording forward of ``network`` on ``x`` (which must require grad), then the per-sample cosines.
+
+    Returns ``(per-sample task loss (B,), logits, {tap name: c_t (B,)})``, the input tap first
+    (``h_in = x - input_center``, gradient ``d loss / d x``), then the module inputs in forward
+    order, without those that are ``x`` itself or its leading ``Normalize`` / ``Flatten`` output.
+    """
+    if not x.requires_grad:
+        raise ValueError("x must require grad (x.clone().requires_grad_(True)) to measure alignment")
+    with taps.recording(x) as record:
+        logits = network(x)
+    per_sample = per_sample_task_loss(logits, y, task_loss)
+    module_inputs = record.module_inputs(dedup=True)
+    if INPUT_TAP in module_inputs:
+        raise ValueError(f"a tapped module is named {INPUT_TAP!r}, the name of the network-input tap")
+    record.check_unmodified()
+    wrt = {INPUT_TAP: x, **module_inputs}
+    features = {INPUT_TAP: x - input_center, **module_inputs}
+    try:
+        cosines = gradient_feature_cosines(per_sample, wrt, features, eps_cos, create_graph)
+    except RuntimeError as error:
+        if "inplace operation" not in str(error):
+            raise
+        raise ValueError(
+            f"a tensor needed by the GFA gradients was modified in place ({error}); the taps are "
+            f"{list(wrt)}: use inplace=False in the network's activations"
+        ) from error
+    return per_sample, logits, cosines
+
+
+class GFA(RobustClassifier):
+    """Layer-wise gradient-feature alignment (gfa.md): the loss gradient w.r.t. each tapped layer input is
+    pushed into line with that input, so tangential perturbations barely change the loss::
+
+        L = (1/B) sum_b l(F(x_b), y_b) + lam * sum_t w_t (1/B) sum_b phi(c_t(x_b)) / sum_t w_t,
+        c_t = <g_t, h_t> / max(||g_t|| ||h_t||, eps_cos),   g_t = d l(F(x_b), y_b) / d h_t
+
+    Taps ``t``: ``h_in = x - input_center`` (gradient ``d l / d x``) and, for ``DEEP``, the input of
+    every tapped module in forward order (one tap per call: ``name``, ``name#1``, ...), except a
+    module whose input *is* ``x`` or its leading ``Normalize`` output (``h_in`` stands for it). The
+    gradients come from one ``autograd.grad`` of the summed per-sample loss with ``create_graph=True``
+    (double backprop; nothing detached): about 2-3 times a plain step, whatever the number of taps.
+    Never ``torch.compile`` this step (compiled graphs cannot double-backward); fp32 or bf16.
+
+    Args:
+        network: the classifier (starts with ``Normalize``; inputs in [0, 1]). Activations after a
+            tapped input must not work in place (a clear ``ValueError`` says so).
+        taps: ``"deep"`` (default: input + every ``tap_types`` module), ``"first"`` (the network input
+            only, the paper's FIRST variant) or a list of qualified module names (input + those).
+            The paper's DEEP layer set is *unknown*.
+        tap_types: module classes (dotted paths in YAML) tapped by ``"deep"``; default Conv2d and Linear
+            (*inferred*).
+        lam: weight of the alignment term, dimensionless, >= 0 (*unknown*; ours 1.0, sweep 0.01-10).
+        penalty: ``phi``: ``"abs"`` ``1 - |c|`` (default, sign-agnostic: in bias-free ReLU networks
+            correctly classified samples have ``c <= 0``), ``"sq"`` ``1 - c^2`` (smooth at 0) or
+            ``"pos"`` ``1 - c`` (ablation only). The paper's exact form is *unknown*.
+        task_loss: ``"ce"`` (ours, default) or ``"mse"``: ``sum_k (softmax(z)_k - 1[k = y])^2``, the
+            paper's "MSE" as we read it (on probabilities or logits: *unknown*).
+        layer_weights: optional ``{tap name: w_t >= 0}`` (``"input"`` for ``h_in``); taps not listed
+            weigh 1. The sum is normalized by ``sum_t w_t`` so ``lam`` does not grow with depth.
+            Default uniform (the paper's weighting is *unknown*).
+        input_center: ``c_in`` in pixel units: ``h_in = x - c_in``. 0.5 reproduces the paper's [-1, 1]
+            inputs exactly (cosine is scale-free); 0 aligns with the raw pixels.
+        eps_cos: floor of ``||g|| ||h||`` in the cosine (ours, 1e-12): a zero gradient gives ``c = 0``.
+        num_classes, optimizer, lr_scheduler: see :class:`RobustClassifier`.
+
+    Logs ``train/loss``, ``train/ce`` (or ``train/mse``), ``train/gfa_reg`` (``R_GFA``, unweighted by
+    ``lam``), ``train/gfa_abs_cos`` (mean ``|c_t|`` over taps and batch), ``train/acc`` and the per-tap
+    mean ``|c_t|`` as ``train/gfa_abs_cos/<tap>`` (gfa.md's name for what issue 4 calls
+    ``train/gfa_cos/<layer>``). The same measurement for any model at validation:
+    ``lit_robust.callbacks.gradient_feature_alignment.GradientFeatureAlignment``.
+    """
+
+    FIRST = "first"
+    DEEP = "deep"
+
+    def __init__(
+        self,
+        network: nn.Module,
+        taps: str | list[str] = "deep",
+        tap_types: Sequence[str] = DEFAULT_TAP_TYPES,
+        lam: float = 1.0,
+        penalty: str = "abs",
+        task_loss: str = "ce",
+        layer_weights: dict[str, float] | None = None,
+        input_center: float = 0.5,
+        eps_cos: float = 1e-12,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ):
+        super().__init__(network, num_classes, optimizer, lr_scheduler)
+        if lam < 0:
+            raise ValueError(f"lam must be >= 0, got {lam}")
+        if penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
+        if task_loss not in TASK_LOSSES:
+            raise ValueError(f"task_loss must be one of {TASK_LOSSES}, got {task_loss!r}")
+        if eps_cos < 0:
+            raise ValueError(f"eps_cos must be >= 0, got {eps_cos}")
+        weights = dict(layer_weights or {})
+        negative = {k: w for k, w in weights.items() if w < 0}
+        if negative:
+            raise ValueError(f"layer_weights must be >= 0, got {negative}")
+        self.layer_taps = build_taps(network, taps, tap_types)  # selection only: hooks live per step
+        self.lam = float(lam)
+        self.penalty = penalty
+        self.task_loss = task_loss
+        self.layer_weights = weights
+        self.input_center = float(input_center)
+        self.eps_cos = float(eps_cos)
+
+    def tap_weights(self, names: Sequence[str]) -> list[float]:
+        """``w_t`` of each tap; an unknown key in ``layer_weights`` or an all-zero weighting is an error."""
+        unknown = set(self.layer_weights) - set(names)
+        if unknown:
+            raise ValueError(
+                f"layer_weights names taps {sorted(unknown)} that do not exist; taps: {list(names)}"
+            )
+        weights = [float(self.layer_weights.get(name, 1.0)) for name in names]
+        if sum(weights) <= 0:
+            raise ValueError(f"layer_weights give every tap weight 0: {self.layer_weights}")
+        return weights
+
+    def alignment(self, x: Tensor, y: Tensor, create_graph: bool = True) -> tuple[Tensor, Tensor, dict]:
+        """``(per-sample task loss, logits, {tap: c_t})`` of one recording forward on a copy of ``x``."""
+        x = x.detach().clone().requires_grad_(True)
+        return measure_alignment(
+            self.network, self.layer_taps, x, y, self.task_loss, self.input_center, self.eps_cos, create_graph
+        )
+
+    def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        per_sample, logits, cosines = self.alignment(x, y)
+        names = list(cosines)
+        weights = self.tap_weights(names)
+        penalties = [alignment_penalty(cosines[name], self.penalty).mean() for name in names]
+        reg = sum(w * p for w, p in zip(weights, penalties, strict=True)) / sum(weights)
+        task = per_sample.mean()
+        abs_cos = {name: c.detach().abs().mean() for name, c in cosines.items()}
+        return {
+            "loss": task + self.lam * reg,
+            self.task_loss: task,
+            "gfa_reg": reg,
+            "gfa_abs_cos": torch.stack(list(abs_cos.values())).mean(),
+            "acc": (logits.detach().argmax(dim=1) == y).float().mean(),
+            **{f"gfa_abs_cos/{name}": value for name, value in abs_cos.items()},
+        }
+
+
+def summarize_cosines(stage: str, cosines: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``<stage>/gfa_abs_cos/<tap>`` (mean ``|c|``) and ``<stage>/gfa_cos/<tap>`` (mean signed ``c``)."""
+    metrics = {}
+    for name, c in cosines.items():
+        metrics[f"{stage}/gfa_abs_cos/{name}"] = c.abs().mean()
+        metrics[f"{stage}/gfa_cos/{name}"] = c.mean()
+    return metrics
