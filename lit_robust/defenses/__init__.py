@@ -2,8 +2,18 @@
 
 from lit_robust.defenses.adversarial_training import AdversarialTraining
 from lit_robust.defenses.base import RobustClassifier
+from lit_robust.defenses.flow_gradient import FlowGradientRegularization
 from lit_robust.defenses.gfa import GFA
+from lit_robust.defenses.input_gradient import InputGradientRegularization
 from lit_robust.defenses.standard import StandardTraining
 from lit_robust.defenses.trades import TRADES
 
-__all__ = ["AdversarialTraining", "GFA", "RobustClassifier", "StandardTraining", "TRADES"]
+__all__ = [
+    "AdversarialTraining",
+    "FlowGradientRegularization",
+    "GFA",
+    "InputGradientRegularization",
+    "RobustClassifier",
+    "StandardTraining",
+    "TRADES",
+]

@@ -11,7 +11,15 @@ import torch
 
 import lit_robust.defenses as defenses_module
 from lit_robust.attacks import PGD
-from lit_robust.defenses import GFA, TRADES, AdversarialTraining, RobustClassifier, StandardTraining
+from lit_robust.defenses import (
+    GFA,
+    TRADES,
+    AdversarialTraining,
+    FlowGradientRegularization,
+    InputGradientRegularization,
+    RobustClassifier,
+    StandardTraining,
+)
 from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
 
 DEFENSES = {
@@ -19,6 +27,8 @@ DEFENSES = {
     AdversarialTraining: {"attack": PGD(0.1, steps=2)},
     TRADES: {"attack": PGD(0.1, steps=2, loss="kl", random_start="normal"), "beta": 1.0},
     GFA: {"lam": 1.0},
+    InputGradientRegularization: {"lam": 1.0},
+    FlowGradientRegularization: {"lam": 1.0},
 }
 
 

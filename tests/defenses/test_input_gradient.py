@@ -1,0 +1,124 @@
+"""Input-gradient regularization (double backpropagation) against its formula."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from lit_robust.cli import main
+from lit_robust.defenses import StandardTraining
+from lit_robust.defenses.input_gradient import InputGradientRegularization
+from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _reference_penalty(network: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str) -> torch.Tensor:
+    """Naive: one forward/backward per sample, norm from its definition."""
+    values = []
+    for xb, yb in zip(x, y, strict=True):
+        xb = xb[None].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(network(xb), yb[None]), xb)
+        flat = grad.flatten()
+        values.append({"l2sq": (flat**2).sum(), "l2": (flat**2).sum().sqrt(), "l1": flat.abs().sum()}[norm])
+    return torch.stack(values).mean()
+
+
+@pytest.mark.parametrize("norm", ["l2sq", "l2", "l1"])
+def test_penalty_equals_a_per_sample_loop(norm):
+    x, y = next(iter(tiny_data().train_dataloader()))
+    network = tiny_cnn().eval()  # eval: BatchNorm does not couple the samples
+    model = InputGradientRegularization(network=network, lam=2.5, norm=norm, num_classes=NUM_CLASSES)
+    terms = model.compute_loss(x, y)
+    expected = _reference_penalty(network, x, y, norm)
+    torch.testing.assert_close(terms["input_grad_reg"], 2.5 * expected, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(terms["ce"], F.cross_entropy(network(x), y))
+    torch.testing.assert_close(terms["loss"], terms["ce"] + terms["input_grad_reg"])
+
+
+@pytest.mark.parametrize("norm", ["l2sq", "l1"])
+def test_gradcheck_of_the_penalty_in_the_weights_float64(norm):
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 3 * 3, 3)).double()
+    model = InputGradientRegularization(network=network, lam=1.0, norm=norm, num_classes=3)
+    x = torch.rand(3, 1, 5, 5, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2])
+    names = [name for name, _ in model.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
+
+    def penalty(*weights):
+        def step(inp):
+            return torch.func.functional_call(model, dict(zip(names, weights, strict=True)), (inp,))
+
+        xr = x.clone().requires_grad_(True)
+        return model.regularizer(xr, y, step(xr))["input_grad_reg"]
+
+    assert torch.autograd.gradcheck(penalty, params)
+
+
+def test_lam_zero_gives_the_plain_cross_entropy_gradients():
+    x, y = next(iter(tiny_data().train_dataloader()))
+    grads = {}
+    for cls, extra in (
+        (StandardTraining, {}),
+        (InputGradientRegularization, {"lam": 0.0, "rs_sigma_px": 0.3}),
+    ):
+        model = cls(network=tiny_cnn(), num_classes=NUM_CLASSES, **extra)
+        model.network[6].p = 0.0  # no dropout randomness between the two runs
+        terms = model.compute_loss(x, y)
+        terms["loss"].backward()
+        grads[cls] = (terms["loss"].detach(), [p.grad for p in model.parameters()])
+    (loss0, grads0), (loss1, grads1) = grads.values()
+    assert torch.equal(loss0, loss1)
+    for g0, g1 in zip(grads0, grads1, strict=True):
+        assert torch.equal(g0, g1)
+
+
+def test_every_parameter_gets_a_finite_nonzero_gradient_from_the_penalty_alone():
+    x, y = next(iter(tiny_data().train_dataloader()))
+    model = InputGradientRegularization(network=tiny_cnn(), num_classes=NUM_CLASSES)
+    model.train()
+    model.compute_loss(x, y)["input_grad_reg"].backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_random_start_option_takes_the_loss_at_the_deformed_image():
+    x, y = next(iter(tiny_data().train_dataloader()))
+    network = tiny_cnn().eval()
+    model = InputGradientRegularization(network=network, rs_sigma_px=0.3, num_classes=NUM_CLASSES)
+    torch.manual_seed(0)
+    ce = model.compute_loss(x, y)["ce"]
+    assert not torch.allclose(ce, F.cross_entropy(network(x), y))
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="lam"):
+        InputGradientRegularization(network=tiny_cnn(), lam=-1.0)
+    with pytest.raises(ValueError, match="norm"):
+        InputGradientRegularization(network=tiny_cnn(), norm="linf")
+    with pytest.raises(ValueError, match="rs_sigma_px"):
+        InputGradientRegularization(network=tiny_cnn(), rs_sigma_px=-0.1)
+
+
+def scalars(log_dir: Path) -> set[str]:
+    tags = set()
+    for event_file in log_dir.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    return tags
+
+
+def test_cli_fit_on_the_sample_logs_the_regularizer(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    groups = ("data/mnist_sample", "model/input_gradient", "trainer/debug", "eval/smoke")
+    main(["fit", *(arg for g in groups for arg in ("--config", str(CONFIGS / f"{g}.yaml")))])
+    assert {"train/loss", "train/ce", "train/input_grad_reg", "val/acc"} <= scalars(tmp_path / "runs")
