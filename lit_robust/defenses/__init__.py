@@ -5,6 +5,7 @@ from lit_robust.defenses.base import RobustClassifier
 from lit_robust.defenses.flow_gradient import FlowGradientRegularization
 from lit_robust.defenses.gfa import GFA
 from lit_robust.defenses.input_gradient import InputGradientRegularization
+from lit_robust.defenses.local_flatness import LocalFlatnessRegularization
 from lit_robust.defenses.standard import StandardTraining
 from lit_robust.defenses.trades import TRADES
 
@@ -13,6 +14,7 @@ __all__ = [
     "FlowGradientRegularization",
     "GFA",
     "InputGradientRegularization",
+    "LocalFlatnessRegularization",
     "RobustClassifier",
     "StandardTraining",
     "TRADES",

@@ -17,6 +17,7 @@ from lit_robust.defenses import (
     AdversarialTraining,
     FlowGradientRegularization,
     InputGradientRegularization,
+    LocalFlatnessRegularization,
     RobustClassifier,
     StandardTraining,
 )
@@ -29,6 +30,7 @@ DEFENSES = {
     GFA: {"lam": 1.0},
     InputGradientRegularization: {"lam": 1.0},
     FlowGradientRegularization: {"lam": 1.0},
+    LocalFlatnessRegularization: {"eps": 0.1, "alpha": 0.05, "steps": 2},
 }
 
 

@@ -1,0 +1,231 @@
+"""Local flatness regularization: Xu, Li, Jiang, Xia, "Adversarial Defense via Local Flatness
+Regularization", ICIP 2020, pp. 2196-2200 (arXiv 1910.12165). Official code:
+``Uooga/Local-Flatness-Regularization``. Spec: ``shared/papers/local_flatness.md``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from lit_robust.attacks.base import ThreatModel, project
+from lit_robust.defenses.base import RobustClassifier
+from lit_robust.models.modes import eval_mode, frozen_parameters
+
+BALLS = {"inf": ThreatModel.LINF, "2": ThreatModel.L2}
+GRADIENT_NORMS = (1, 2)
+INIT_STD = 0.001  # official code: x + 0.001 * N(0, I), clipped to [0, 1]
+
+
+def input_gradient_norms(
+    network: nn.Module, x: Tensor, y: Tensor, q: int = 1, create_graph: bool = False
+) -> Tensor:
+    """Per-sample ``||∇_x CE(network(x_b), y_b)||_q``, shape ``(B,)``; ``x`` must require grad.
+
+    The gradient is taken of the *summed* cross-entropy, so row ``b`` of it is the gradient of sample
+    ``b``'s own loss (no ``1/B``). ``create_graph=True`` keeps it differentiable (double backprop).
+    Runs ``network`` in whatever mode it is in.
+    """
+    loss = F.cross_entropy(network(x), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x, create_graph=create_graph)
+    return torch.linalg.vector_norm(grad.flatten(1), ord=q, dim=1)
+
+
+def maximize_gradient_norm(
+    network: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    p: Literal["inf", "2"] = "inf",
+    q: int = 1,
+    init_std: float = INIT_STD,
+) -> Tensor:
+    """The inner maximization: ``x̃ ≈ argmax_{x' ∈ B_p(x, eps) ∩ [0,1]^D} ||∇_{x'} ℓ(x')||_q``.
+
+    ``x̃⁰ = Π(x + init_std·N(0, I))``, then ``steps`` times ``x̃ ← Π(x̃ + alpha·d(∇_x̃ r))`` with
+    ``r = mean_b ||∇ℓ_b(x̃_b)||_q`` (double backprop), ``d = sign`` for ``p="inf"`` and ``s / ||s||_2``
+    per sample for ``p="2"``; ``Π`` projects onto the ball, then clips to [0, 1]. Every sample's
+    ascent is independent (``r`` is a sum over samples up to ``1/B``, which the step ignores).
+
+    ``network`` runs in eval mode with frozen parameters (each module's mode and each parameter's
+    ``requires_grad`` restored afterwards): no BatchNorm update, no dropout, no ``.grad`` on the
+    parameters. Returns ``x̃`` detached.
+    """
+    threat_model = BALLS[p]
+    x = x.detach()
+    with torch.enable_grad(), eval_mode(network), frozen_parameters(network):
+        x_t = x + init_std * torch.randn_like(x) if init_std > 0 else x.clone()
+        x_t = project(x_t, x, eps, threat_model)
+        for _ in range(steps):
+            x_t.requires_grad_(True)
+            r = input_gradient_norms(network, x_t, y, q, create_graph=True).mean()
+            (s,) = torch.autograd.grad(r, x_t)
+            if threat_model is ThreatModel.LINF:
+                step = s.sign()
+            else:
+                norms = s.flatten(1).norm(dim=1).clamp_min(1e-12)
+                step = s / norms.view(-1, *([1] * (s.dim() - 1)))
+            x_t = project(x_t.detach() + alpha * step, x, eps, threat_model)
+    return x_t.detach()
+
+
+@contextmanager
+def batchnorm_eval(network: nn.Module) -> Iterator[nn.Module]:
+    """BatchNorm layers in eval mode (running statistics used, not updated); each layer's mode restored."""
+    layers = [(m, m.training) for m in network.modules() if isinstance(m, _BatchNorm)]
+    for module, _ in layers:
+        module.training = False
+    try:
+        yield network
+    finally:
+        for module, training in layers:
+            module.training = training
+
+
+class LocalFlatnessRegularization(RobustClassifier):
+    """Penalize the largest input-gradient norm in the eps-ball (the "local flatness") of each point::
+
+        L = (1/B) Σ_b CE(f(x_b), y_b) + lam · (1/B) Σ_b ||∇_x CE(f(x̃_b), y_b)||_q ,
+        x̃_b ≈ argmax_{x' ∈ B_p(x_b, eps) ∩ [0,1]^D} ||∇_{x'} CE(f(x'), y_b)||_q
+
+    ``x̃`` comes from :func:`maximize_gradient_norm` (``steps`` sign-ascent steps of size ``alpha`` on
+    the gradient norm, double backprop, from ``x + init_std·N(0, I)``), run with the network in eval
+    mode and frozen parameters. It is then detached (Danskin-style, as the official code) and the
+    gradient norm there is penalized by a second double backprop, with the network in train mode as
+    the official code (the clean and the penalty forward both update BatchNorm statistics; set
+    ``penalty_bn_mode="eval"`` to freeze them in the penalty forward).
+
+    Per-sample convention: gradients of the *summed* CE, averaged over the batch. This equals the
+    official code's ``B · mean_b ||∇_x (batch-mean CE)||_1``. With ``p = "inf"``, ``q = 1`` and an
+    exact inner max, ``max_{||δ||∞ ≤ eps} ℓ(x+δ) ≤ ℓ(x) + eps·LF_eps(x)`` (our derivation, in the spec).
+
+    Args:
+        network: the classifier (starts with ``Normalize``; inputs in [0, 1]). The official MNIST
+            model is :class:`~lit_robust.models.SmallCNN` without dropout.
+        eps: radius of the ball, pixel units (official: 0.3 on MNIST, 0.031 on CIFAR-10). Linf: in
+            [0, 1]; L2: >= 0.
+        alpha: inner step size, pixel units per step (official: 0.01 MNIST, 0.007 CIFAR-10), > 0.
+        steps: inner ascent steps K (official: 40 MNIST, 10 CIFAR-10), >= 0; a step costs one double
+            backprop, so a training step costs about K + 1 double backprops.
+        lam: weight of the penalty (official: 0.02 MNIST, 0.03 CIFAR-10; not tied to eps), >= 0.
+            Units: loss per unit of (pixel-space) gradient norm. ``lam = 0`` skips the inner loop and
+            is exactly standard training.
+        p: the ball, ``"inf"`` (official) or ``"2"`` (ours, not in the official code: L2 steepest
+            ascent ``alpha·s/||s||_2`` and L2 projection; use it with ``q = 2``, the dual norm).
+        q: the gradient norm, 1 (official, dual of Linf) or 2.
+        init_std: std of the Gaussian start noise, pixel units (official 0.001); 0 starts at ``x``.
+        penalty_bn_mode: ``"train"`` (official) or ``"eval"``: BatchNorm mode of the penalty forward.
+        lam_warmup_epochs: ours, off by default (0), untested against the paper: ``lam`` ramps
+            linearly as ``lam·min(1, (epoch + 1) / lam_warmup_epochs)``, for the instability the
+            official CIFAR run shows (collapse to 10% after ~210 epochs).
+        log_clean_grad_norm: also log the gradient norm at the clean point (``train/lfr_grad_norm_clean``)
+            and ``train/lfr_inner_gain``; costs one plain backward through the clean graph per step
+            (under 1% of a step at K = 40).
+        num_classes, optimizer, lr_scheduler: see :class:`RobustClassifier`.
+
+    Unknowns: the paper's text and tables were not retrieved. Everything above is the official code
+    (``p="inf"``, ``q=1``, N(0, 0.001²) start, train-mode penalty, no adversarial training mixed in);
+    ``p="2"``, ``penalty_bn_mode="eval"`` and ``lam_warmup_epochs`` are our options, off by default.
+
+    Logs ``train/ce``, ``train/lfr_reg`` (with ``lam``), ``train/lfr_grad_norm`` (mean
+    ``||∇ℓ(x̃)||_q``, the estimated local flatness, without ``lam``) and, if ``log_clean_grad_norm``,
+    ``train/lfr_grad_norm_clean`` and ``train/lfr_inner_gain`` (their ratio, >= 1 when the inner loop
+    works). Do not ``torch.compile`` the training step (double backprop); fp32 or bf16, not fp16.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        eps: float = 0.3,
+        alpha: float = 0.01,
+        steps: int = 40,
+        lam: float = 0.02,
+        p: Literal["inf", "2"] = "inf",
+        q: Literal[1, 2] = 1,
+        init_std: float = INIT_STD,
+        penalty_bn_mode: Literal["train", "eval"] = "train",
+        lam_warmup_epochs: int = 0,
+        log_clean_grad_norm: bool = True,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ):
+        super().__init__(network, num_classes, optimizer, lr_scheduler)
+        p = str(p)
+        if p not in BALLS:
+            raise ValueError(f"p (the ball) must be 'inf' or '2', got {p!r}")
+        if q not in GRADIENT_NORMS:
+            raise ValueError(f"q (the gradient norm) must be 1 or 2, got {q!r}")
+        if p == "inf" and not 0 <= eps <= 1:
+            raise ValueError(
+                f"eps must be in [0, 1] for the Linf ball (pixel units of [0, 1] images), got {eps}"
+            )
+        if eps < 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        if alpha <= 0:
+            raise ValueError(f"alpha (inner step size) must be > 0, got {alpha}")
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        if lam < 0:
+            raise ValueError(f"lam must be >= 0, got {lam}")
+        if init_std < 0:
+            raise ValueError(f"init_std must be >= 0, got {init_std}")
+        if penalty_bn_mode not in ("train", "eval"):
+            raise ValueError(f"penalty_bn_mode must be 'train' or 'eval', got {penalty_bn_mode!r}")
+        if lam_warmup_epochs < 0:
+            raise ValueError(f"lam_warmup_epochs must be >= 0, got {lam_warmup_epochs}")
+        self.eps, self.alpha, self.steps, self.lam = float(eps), float(alpha), steps, float(lam)
+        self.p, self.q, self.init_std = p, q, float(init_std)
+        self.penalty_bn_mode = penalty_bn_mode
+        self.lam_warmup_epochs = lam_warmup_epochs
+        self.log_clean_grad_norm = log_clean_grad_norm
+        self._diagnostics: dict[str, Tensor] = {}
+
+    def current_lam(self) -> float:
+        """``lam``, ramped over the first ``lam_warmup_epochs`` epochs when that is > 0."""
+        if self.lam_warmup_epochs == 0 or self._trainer is None:
+            return self.lam
+        return self.lam * min(1.0, (self.current_epoch + 1) / self.lam_warmup_epochs)
+
+    def local_flatness_point(self, x: Tensor, y: Tensor) -> Tensor:
+        """``x̃``: the inner maximization of the network's input-gradient norm (detached)."""
+        return maximize_gradient_norm(
+            self.network, x, y, self.eps, self.alpha, self.steps, self.p, self.q, self.init_std
+        )
+
+    def penalty(self, x_tilde: Tensor, y: Tensor) -> Tensor:
+        """``mean_b ||∇ℓ_b(x̃_b)||_q`` at a fixed ``x̃``, differentiable w.r.t. the weights (no ``lam``)."""
+        x_tilde = x_tilde.detach().requires_grad_(True)
+        if self.penalty_bn_mode == "eval":
+            with batchnorm_eval(self.network):
+                return input_gradient_norms(self.network, x_tilde, y, self.q, create_graph=True).mean()
+        return input_gradient_norms(self.network, x_tilde, y, self.q, create_graph=True).mean()
+
+    def regularizer(self, x: Tensor, y: Tensor, logits: Tensor) -> dict[str, Tensor]:
+        if self.lam == 0:
+            return {"lfr_reg": logits.new_zeros(())}
+        grad_norm = self.penalty(self.local_flatness_point(x, y), y)
+        self._diagnostics["lfr_grad_norm"] = grad_norm.detach()
+        if x.requires_grad:  # compute_loss made x a leaf for the clean gradient norm
+            clean_loss = F.cross_entropy(logits, y, reduction="sum")
+            (clean_grad,) = torch.autograd.grad(clean_loss, x, retain_graph=True)
+            clean = torch.linalg.vector_norm(clean_grad.flatten(1), ord=self.q, dim=1).mean()
+            gain = torch.where(clean > 0, grad_norm.detach() / clean.clamp_min(1e-30), torch.ones_like(clean))
+            self._diagnostics.update(lfr_grad_norm_clean=clean, lfr_inner_gain=gain)
+        return {"lfr_reg": self.current_lam() * grad_norm}
+
+    def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        self._diagnostics = {}
+        if self.lam > 0 and self.log_clean_grad_norm:
+            x = x.detach().requires_grad_(True)
+        terms = super().compute_loss(x, y)
+        diagnostics, self._diagnostics = self._diagnostics, {}
+        return {**terms, **diagnostics}
