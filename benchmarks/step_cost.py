@@ -1,9 +1,10 @@
 """Cost of one training step of each defense, as a ratio to StandardTraining, measured side by side.
 
 SmallCNN on MNIST-sized batches (128 x 1 x 28 x 28). Each defense runs in its own subprocess so
-that its peak memory is its own: on CUDA the peak of ``torch.cuda.max_memory_allocated`` during the
-timed steps, on CPU the growth of the process's peak resident set size over the timed steps (a
-coarse upper bound: allocator caching counts). Time is the median of ``--steps`` timed steps after
+that its peak memory is its own, measured on its first step: on CUDA the peak of
+``torch.cuda.max_memory_allocated`` above the memory allocated before the step, on CPU the peak
+resident set size above the resident size before the step (coarse: the allocator's own behaviour
+counts). Time is the median of ``--steps`` timed steps after
 ``--warmup`` untimed ones.
 
     python benchmarks/step_cost.py                 # every defense, table + benchmarks/results/
@@ -58,6 +59,12 @@ def _defenses() -> dict[str, Callable[[torch.nn.Module], torch.nn.Module]]:
     }
 
 
+def _current_rss() -> int:
+    """Resident set size of this process now, in bytes (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
 def measure_one(name: str, steps: int, warmup: int, device: str, batch_size: int) -> dict[str, float]:
     """Median seconds per training step and peak memory (bytes) of defense ``name``."""
     from lit_robust.models import SmallCNN
@@ -76,22 +83,22 @@ def measure_one(name: str, steps: int, warmup: int, device: str, batch_size: int
         if device == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(warmup):
-        step()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        step()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:  # the first step's growth of the peak RSS over the RSS before it (the allocator is still cold)
+        base = _current_rss()
+        step()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    for _ in range(warmup):
+        step()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     return {"seconds": statistics.median(times), "peak_bytes": float(max(peak, 0))}
 
 
