@@ -48,6 +48,14 @@ def tiny_data(**overrides) -> SyntheticDataModule:
     return datamodule
 
 
+def assert_every_parameter_has_a_gradient(model: nn.Module) -> None:
+    """Every parameter got a finite, nonzero ``.grad`` from the last backward."""
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
 @pytest.fixture(scope="session")
 def trained_tiny() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A tiny CNN trained to ~100% on the synthetic task (eval mode), and a batch of its test data."""

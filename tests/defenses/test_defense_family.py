@@ -21,7 +21,7 @@ from lit_robust.defenses import (
     RobustClassifier,
     StandardTraining,
 )
-from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+from tests.conftest import NUM_CLASSES, assert_every_parameter_has_a_gradient, tiny_cnn, tiny_data
 
 DEFENSES = {
     StandardTraining: {},
@@ -72,10 +72,7 @@ def test_every_trainable_parameter_gets_a_finite_gradient(cls):
     model.train()
     x, y = next(iter(tiny_data().train_dataloader()))
     model.compute_loss(x, y)["loss"].backward()
-    for name, parameter in model.named_parameters():
-        assert parameter.grad is not None, name
-        assert torch.isfinite(parameter.grad).all(), name
-        assert parameter.grad.abs().sum() > 0, name
+    assert_every_parameter_has_a_gradient(model)
 
 
 @pytest.mark.parametrize("cls", DEFENSES, ids=lambda c: c.__name__)

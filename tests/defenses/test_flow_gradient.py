@@ -15,7 +15,7 @@ from lit_robust.cli import main
 from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.flow_gradient import FlowGradientRegularization
 from lit_robust.functional.flow_gradient import flow_gradient_by_warp, random_deformation
-from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+from tests.conftest import NUM_CLASSES, assert_every_parameter_has_a_gradient, tiny_cnn, tiny_data
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -112,10 +112,7 @@ def test_every_parameter_gets_a_finite_nonzero_gradient_from_the_penalty_alone()
     model = FlowGradientRegularization(network=tiny_cnn(), num_classes=NUM_CLASSES)
     model.train()
     model.compute_loss(x, y)["flow_grad_reg"].backward()
-    for name, parameter in model.named_parameters():
-        assert parameter.grad is not None, name
-        assert torch.isfinite(parameter.grad).all(), name
-        assert parameter.grad.abs().sum() > 0, name
+    assert_every_parameter_has_a_gradient(model)
 
 
 def test_bad_arguments_are_clear_errors():

@@ -18,7 +18,7 @@ from lit_robust.defenses.gfa import GFA
 from lit_robust.functional.alignment import alignment_penalty, per_sample_cosine
 from lit_robust.models import Normalize, SmallCNN
 from lit_robust.models.taps import Taps
-from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+from tests.conftest import NUM_CLASSES, assert_every_parameter_has_a_gradient, tiny_cnn, tiny_data
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -188,9 +188,7 @@ def test_every_parameter_gets_a_finite_nonzero_gradient_and_hooks_are_gone():
     ]  # fmt: skip  # 1 + 6 taps
     assert hook_count(network) == 0  # the hooks are gone after the step
     terms["loss"].backward()
-    for name, parameter in model.named_parameters():
-        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
-        assert parameter.grad.abs().sum() > 0, name
+    assert_every_parameter_has_a_gradient(model)
     # the regularizer alone reaches the last Linear too, through its input tap (double backprop)
     model.zero_grad()
     model.compute_loss(x, y)["gfa_reg"].backward()

@@ -13,7 +13,7 @@ from torch import nn
 from lit_robust.cli import main
 from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.input_gradient import InputGradientRegularization
-from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+from tests.conftest import NUM_CLASSES, assert_every_parameter_has_a_gradient, tiny_cnn, tiny_data
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -84,10 +84,7 @@ def test_every_parameter_gets_a_finite_nonzero_gradient_from_the_penalty_alone()
     model = InputGradientRegularization(network=tiny_cnn(), num_classes=NUM_CLASSES)
     model.train()
     model.compute_loss(x, y)["input_grad_reg"].backward()
-    for name, parameter in model.named_parameters():
-        assert parameter.grad is not None, name
-        assert torch.isfinite(parameter.grad).all(), name
-        assert parameter.grad.abs().sum() > 0, name
+    assert_every_parameter_has_a_gradient(model)
 
 
 def test_random_start_option_takes_the_loss_at_the_deformed_image():

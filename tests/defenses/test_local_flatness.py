@@ -21,7 +21,7 @@ from lit_robust.defenses.local_flatness import (
     maximize_gradient_norm,
 )
 from lit_robust.models import Normalize
-from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+from tests.conftest import NUM_CLASSES, assert_every_parameter_has_a_gradient, tiny_cnn, tiny_data
 
 LFR = LocalFlatnessRegularization
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -250,10 +250,7 @@ def test_the_penalty_alone_gives_every_parameter_a_finite_nonzero_gradient(penal
     model.train()
     x, y = next(iter(tiny_data().train_dataloader()))
     model.regularizer(x, y, model(x))["lfr_reg"].backward()
-    for name, parameter in model.named_parameters():
-        assert parameter.grad is not None, name
-        assert torch.isfinite(parameter.grad).all(), name
-        assert parameter.grad.abs().sum() > 0, name
+    assert_every_parameter_has_a_gradient(model)
 
 
 def test_loss_terms_and_diagnostics(trained_tiny):
