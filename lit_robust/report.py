@@ -39,10 +39,11 @@ def attack_settings(attack: Attack) -> dict[str, Any]:
 
 def evaluation_settings(callback: SubsetEvaluation) -> dict[str, Any]:
     """A callback's subset size, seed and attacks."""
-    attacks = [value for value in vars(callback).values() if isinstance(value, Attack)]
+    attacks = []
     for value in vars(callback).values():
-        if isinstance(value, list):
-            attacks += [item for item in value if isinstance(item, Attack)]
+        attacks += [
+            item for item in (value if isinstance(value, list) else [value]) if isinstance(item, Attack)
+        ]
     return {
         "callback": type(callback).__name__,
         "num_samples": callback.num_samples,

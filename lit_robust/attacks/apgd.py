@@ -20,11 +20,10 @@ from lit_robust.attacks.autoattack_compat import (
     check_count,
     check_norm,
     check_seed,
-    count_classes,
     pyautoattack_call,
     resolve_seed,
 )
-from lit_robust.attacks.base import Attack
+from lit_robust.attacks.base import Attack, count_classes
 
 
 class _APGD(Attack):

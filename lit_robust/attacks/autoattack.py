@@ -29,12 +29,11 @@ from lit_robust.attacks.autoattack_compat import (
     check_count,
     check_norm,
     check_seed,
-    count_classes,
     pyautoattack_call,
     resolve_seed,
     set_apgd_steps,
 )
-from lit_robust.attacks.base import Attack, ThreatModel, attacking, project
+from lit_robust.attacks.base import Attack, ThreatModel, attacking, count_classes, project
 from lit_robust.attacks.square import check_l2_tiling
 
 VERSION_COMPONENTS = {

@@ -35,7 +35,7 @@ from pyautoattack import checks
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 from pyautoattack.fab_pt import FABAttack_PT
 from pyautoattack.square import SquareAttack
-from torch import Tensor, nn
+from torch import Tensor
 
 from lit_robust.attacks.base import GradientMaskingWarning, ThreatModel
 
@@ -50,7 +50,6 @@ __all__ = [
     "check_count",
     "check_norm",
     "check_seed",
-    "count_classes",
     "pyautoattack_call",
     "resolve_seed",
     "set_apgd_steps",
@@ -126,15 +125,6 @@ def set_apgd_steps(apgd: APGDAttack, steps: int) -> None:
     apgd.n_iter_2 = max(int(0.22 * steps), 1)
     apgd.n_iter_min = max(int(0.06 * steps), 1)
     apgd.size_decr = max(int(0.03 * steps), 1)
-
-
-def count_classes(model: nn.Module, x: Tensor, minimum: int, needed_by: str) -> int:
-    """The model's number of outputs; a clear error when ``needed_by`` needs at least ``minimum``."""
-    with torch.no_grad():
-        classes = model(x[:1]).shape[-1]
-    if classes < minimum:
-        raise ValueError(f"{needed_by} needs a model with at least {minimum} classes, got {classes}")
-    return classes
 
 
 def check_count(name: str, value: int, minimum: int = 1) -> int:

@@ -88,6 +88,16 @@ def attacking(model: nn.Module, x: Tensor, y: Tensor) -> Iterator[tuple[Tensor, 
             yield x, y
 
 
+def count_classes(model: nn.Module, x: Tensor, minimum: int = 1, needed_by: str = "this attack") -> int:
+    """The number of logits ``model`` returns (one forward on one sample); a clear error when
+    ``needed_by`` needs at least ``minimum`` classes."""
+    with torch.no_grad():
+        classes = model(x[:1]).shape[-1]
+    if classes < minimum:
+        raise ValueError(f"{needed_by} needs a model with at least {minimum} classes, got {classes}")
+    return classes
+
+
 class Attack(ABC):
     """Base of every attack. ``attack(model, x, y)`` returns adversarial inputs in [0, 1].
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import CarliniWagnerL2Attack, quiet_advertorch
-from lit_robust.attacks.base import Attack, ThreatModel
-from lit_robust.attacks.minimal import count_classes, keep_if_fooled
+from lit_robust.attacks.base import Attack, ThreatModel, count_classes
+from lit_robust.attacks.minimal import keep_if_fooled
 
 
 class CWL2(Attack):

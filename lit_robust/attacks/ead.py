@@ -8,8 +8,8 @@ from typing import Literal
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import ElasticNetL1Attack, quiet_advertorch
-from lit_robust.attacks.base import Attack, ThreatModel
-from lit_robust.attacks.minimal import count_classes, keep_if_fooled
+from lit_robust.attacks.base import Attack, ThreatModel, count_classes
+from lit_robust.attacks.minimal import keep_if_fooled
 
 DECISION_RULES = ("EN", "L1")
 

@@ -26,9 +26,3 @@ def keep_if_fooled(
     if found is not None:
         fooled &= found
     return torch.where(fooled.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
-
-
-def count_classes(model: nn.Module, x: Tensor) -> int:
-    """The number of logits ``model`` returns (one forward pass on one sample)."""
-    with torch.no_grad():
-        return model(x[:1]).shape[1]

@@ -7,8 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import SpatialTransformAttack, quiet_advertorch
-from lit_robust.attacks.base import Attack, ThreatModel
-from lit_robust.attacks.minimal import count_classes, keep_if_fooled
+from lit_robust.attacks.base import Attack, ThreatModel, count_classes
+from lit_robust.attacks.minimal import keep_if_fooled
 
 
 class _SpatialTransformAttack(SpatialTransformAttack):
