@@ -56,6 +56,25 @@ def assert_every_parameter_has_a_gradient(model: nn.Module) -> None:
         assert parameter.grad.abs().sum() > 0, name
 
 
+def assert_same_step_as_standard_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """``model`` (built on ``tiny_cnn()``) takes exactly StandardTraining's training step: the same
+    loss, parameter gradients, BatchNorm statistics and use of the random stream."""
+    from lit_robust.defenses import StandardTraining
+
+    results = []
+    for candidate in (StandardTraining(network=tiny_cnn(), num_classes=model.num_classes), model):
+        candidate.train()
+        torch.manual_seed(0)
+        loss = candidate.compute_loss(x, y)["loss"]
+        loss.backward()
+        grads = [p.grad for p in candidate.parameters()]
+        results.append((loss.detach(), grads, [b.clone() for b in candidate.buffers()], torch.rand(1)))
+    (loss0, grads0, buffers0, rng0), (loss1, grads1, buffers1, rng1) = results
+    assert torch.equal(loss0, loss1) and torch.equal(rng0, rng1)
+    for first, second in zip(grads0 + buffers0, grads1 + buffers1, strict=True):
+        assert torch.equal(first, second)
+
+
 @pytest.fixture(scope="session")
 def trained_tiny() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A tiny CNN trained to ~100% on the synthetic task (eval mode), and a batch of its test data."""

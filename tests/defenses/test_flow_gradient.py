@@ -12,10 +12,15 @@ from torch import nn
 
 from lit_robust.attacks import FlowPGD
 from lit_robust.cli import main
-from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.flow_gradient import FlowGradientRegularization
 from lit_robust.functional.flow_gradient import flow_gradient_by_warp, random_deformation
-from tests.conftest import NUM_CLASSES, assert_every_parameter_has_a_gradient, tiny_cnn, tiny_data
+from tests.conftest import (
+    NUM_CLASSES,
+    assert_every_parameter_has_a_gradient,
+    assert_same_step_as_standard_training,
+    tiny_cnn,
+    tiny_data,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -90,21 +95,8 @@ def test_adversary_replaces_the_random_start():
 
 def test_lam_zero_is_standard_training_and_skips_the_random_start():
     x, y = next(iter(tiny_data().train_dataloader()))
-    results = []
-    for cls, extra in (
-        (StandardTraining, {}),
-        (FlowGradientRegularization, {"lam": 0.0, "rs_sigma_px": 0.5}),
-    ):
-        model = cls(network=tiny_cnn(), num_classes=NUM_CLASSES, **extra)
-        model.network[6].p = 0.0
-        torch.manual_seed(0)
-        terms = model.compute_loss(x, y)
-        terms["loss"].backward()
-        results.append((terms["loss"].detach(), [p.grad for p in model.parameters()], torch.rand(1)))
-    (loss0, grads0, rng0), (loss1, grads1, rng1) = results
-    assert torch.equal(loss0, loss1) and torch.equal(rng0, rng1)  # no random numbers drawn
-    for g0, g1 in zip(grads0, grads1, strict=True):
-        assert torch.equal(g0, g1)
+    model = FlowGradientRegularization(network=tiny_cnn(), lam=0.0, rs_sigma_px=0.5, num_classes=NUM_CLASSES)
+    assert_same_step_as_standard_training(model, x, y)  # also: no random numbers drawn
 
 
 def test_every_parameter_gets_a_finite_nonzero_gradient_from_the_penalty_alone():

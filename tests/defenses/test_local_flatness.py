@@ -14,14 +14,19 @@ from torch import nn
 from torch.func import functional_call
 
 from lit_robust.cli import main
-from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.local_flatness import (
     LocalFlatnessRegularization,
     input_gradient_norms,
     maximize_gradient_norm,
 )
 from lit_robust.models import Normalize
-from tests.conftest import NUM_CLASSES, assert_every_parameter_has_a_gradient, tiny_cnn, tiny_data
+from tests.conftest import (
+    NUM_CLASSES,
+    assert_every_parameter_has_a_gradient,
+    assert_same_step_as_standard_training,
+    tiny_cnn,
+    tiny_data,
+)
 
 LFR = LocalFlatnessRegularization
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -225,22 +230,7 @@ def test_gradcheck_of_the_penalty_with_respect_to_the_weights():
 # ----------------------------------------------------------------------------- loss and gradients
 def test_lam_zero_is_exactly_standard_training():
     x, y = next(iter(tiny_data().train_dataloader()))
-    grads, losses, stats = [], [], []
-    for model in (
-        StandardTraining(network=tiny_cnn(), num_classes=NUM_CLASSES),
-        LFR(network=tiny_cnn(), lam=0.0, num_classes=NUM_CLASSES),
-    ):
-        model.train()
-        torch.manual_seed(0)
-        loss = model.compute_loss(x, y)["loss"]
-        loss.backward()
-        losses.append(loss)
-        grads.append([p.grad for p in model.parameters()])
-        stats.append(model.network[2].running_var.clone())
-    torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=0)
-    torch.testing.assert_close(stats[1], stats[0], rtol=0, atol=0)  # no extra BatchNorm update
-    for mine, reference in zip(grads[1], grads[0], strict=True):
-        torch.testing.assert_close(mine, reference, rtol=0, atol=0)
+    assert_same_step_as_standard_training(LFR(network=tiny_cnn(), lam=0.0, num_classes=NUM_CLASSES), x, y)
 
 
 @pytest.mark.parametrize("penalty_bn_mode", ["train", "eval"])
