@@ -3,6 +3,7 @@
 from lit_robust.callbacks.adversarial_examples import AdversarialExamples
 from lit_robust.callbacks.gradient_feature_alignment import GradientFeatureAlignment
 from lit_robust.callbacks.gradient_masking import GradientMaskingChecks
+from lit_robust.callbacks.local_flatness import LocalFlatness
 from lit_robust.callbacks.minimal_perturbation import MinimalPerturbation
 from lit_robust.callbacks.robustness_evaluation import RobustnessEvaluation, robust_flags
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, seeded_subset
@@ -11,6 +12,7 @@ __all__ = [
     "AdversarialExamples",
     "GradientFeatureAlignment",
     "GradientMaskingChecks",
+    "LocalFlatness",
     "MinimalPerturbation",
     "RobustnessEvaluation",
     "SubsetEvaluation",

@@ -16,9 +16,9 @@ from lit_robust.functional.flow_gradient import (
     Convention,
     flow_gradient,
     flow_gradient_penalty,
-    input_gradient,
     random_deformation,
 )
+from lit_robust.functional.input_gradient import input_gradient
 
 
 class FlowGradientRegularization(RobustClassifier):

@@ -12,7 +12,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lit_robust.defenses.base import RobustClassifier
-from lit_robust.functional.flow_gradient import NORMS, Norm, gradient_norm, input_gradient, random_deformation
+from lit_robust.functional.flow_gradient import random_deformation
+from lit_robust.functional.input_gradient import NORMS, Norm, gradient_norm, input_gradient
 
 
 class InputGradientRegularization(RobustClassifier):

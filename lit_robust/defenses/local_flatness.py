@@ -5,7 +5,7 @@ Regularization", ICIP 2020, pp. 2196-2200 (arXiv 1910.12165). Official code:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Literal
 
 import torch
@@ -16,25 +16,35 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lit_robust.attacks.base import ThreatModel, project
 from lit_robust.defenses.base import RobustClassifier
+from lit_robust.functional.input_gradient import (
+    Norm,
+    cross_entropy_gradient_norms,
+    gradient_norm,
+    input_gradient,
+)
 from lit_robust.models.modes import eval_mode, frozen_parameters
 
 BALLS = {"inf": ThreatModel.LINF, "2": ThreatModel.L2}
-GRADIENT_NORMS = (1, 2)
+GRADIENT_NORMS: dict[int, Norm] = {1: "l1", 2: "l2"}  # q -> the norm's name
 INIT_STD = 0.001  # official code: x + 0.001 * N(0, I), clipped to [0, 1]
 
 
-def input_gradient_norms(
-    network: nn.Module, x: Tensor, y: Tensor, q: int = 1, create_graph: bool = False
-) -> Tensor:
-    """Per-sample ``||∇_x CE(network(x_b), y_b)||_q``, shape ``(B,)``; ``x`` must require grad.
-
-    The gradient is taken of the *summed* cross-entropy, so row ``b`` of it is the gradient of sample
-    ``b``'s own loss (no ``1/B``). ``create_graph=True`` keeps it differentiable (double backprop).
-    Runs ``network`` in whatever mode it is in.
-    """
-    loss = F.cross_entropy(network(x), y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x, create_graph=create_graph)
-    return torch.linalg.vector_norm(grad.flatten(1), ord=q, dim=1)
+def check_inner_maximization(eps: float, alpha: float, steps: int, p: str, q: int, init_std: float) -> None:
+    """Clear errors for the arguments of :func:`maximize_gradient_norm`, before any work."""
+    if p not in BALLS:
+        raise ValueError(f"p (the ball) must be 'inf' or '2', got {p!r}")
+    if q not in GRADIENT_NORMS:
+        raise ValueError(f"q (the gradient norm) must be 1 or 2, got {q!r}")
+    if p == "inf" and not 0 <= eps <= 1:
+        raise ValueError(f"eps must be in [0, 1] for the Linf ball (pixel units of [0, 1] images), got {eps}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if alpha <= 0:
+        raise ValueError(f"alpha (inner step size) must be > 0, got {alpha}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if init_std < 0:
+        raise ValueError(f"init_std must be >= 0, got {init_std}")
 
 
 def maximize_gradient_norm(
@@ -66,7 +76,7 @@ def maximize_gradient_norm(
         x_t = project(x_t, x, eps, threat_model)
         for _ in range(steps):
             x_t.requires_grad_(True)
-            r = input_gradient_norms(network, x_t, y, q, create_graph=True).mean()
+            r = cross_entropy_gradient_norms(network, x_t, y, GRADIENT_NORMS[q], create_graph=True).mean()
             (s,) = torch.autograd.grad(r, x_t)
             if threat_model is ThreatModel.LINF:
                 step = s.sign()
@@ -160,30 +170,16 @@ class LocalFlatnessRegularization(RobustClassifier):
     ):
         super().__init__(network, num_classes, optimizer, lr_scheduler)
         p = str(p)
-        if p not in BALLS:
-            raise ValueError(f"p (the ball) must be 'inf' or '2', got {p!r}")
-        if q not in GRADIENT_NORMS:
-            raise ValueError(f"q (the gradient norm) must be 1 or 2, got {q!r}")
-        if p == "inf" and not 0 <= eps <= 1:
-            raise ValueError(
-                f"eps must be in [0, 1] for the Linf ball (pixel units of [0, 1] images), got {eps}"
-            )
-        if eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        if alpha <= 0:
-            raise ValueError(f"alpha (inner step size) must be > 0, got {alpha}")
-        if steps < 0:
-            raise ValueError(f"steps must be >= 0, got {steps}")
+        check_inner_maximization(eps, alpha, steps, p, q, init_std)
         if lam < 0:
             raise ValueError(f"lam must be >= 0, got {lam}")
-        if init_std < 0:
-            raise ValueError(f"init_std must be >= 0, got {init_std}")
         if penalty_bn_mode not in ("train", "eval"):
             raise ValueError(f"penalty_bn_mode must be 'train' or 'eval', got {penalty_bn_mode!r}")
         if lam_warmup_epochs < 0:
             raise ValueError(f"lam_warmup_epochs must be >= 0, got {lam_warmup_epochs}")
         self.eps, self.alpha, self.steps, self.lam = float(eps), float(alpha), steps, float(lam)
         self.p, self.q, self.init_std = p, q, float(init_std)
+        self.norm = GRADIENT_NORMS[q]
         self.penalty_bn_mode = penalty_bn_mode
         self.lam_warmup_epochs = lam_warmup_epochs
         self.log_clean_grad_norm = log_clean_grad_norm
@@ -204,10 +200,10 @@ class LocalFlatnessRegularization(RobustClassifier):
     def penalty(self, x_tilde: Tensor, y: Tensor) -> Tensor:
         """``mean_b ||∇ℓ_b(x̃_b)||_q`` at a fixed ``x̃``, differentiable w.r.t. the weights (no ``lam``)."""
         x_tilde = x_tilde.detach().requires_grad_(True)
-        if self.penalty_bn_mode == "eval":
-            with batchnorm_eval(self.network):
-                return input_gradient_norms(self.network, x_tilde, y, self.q, create_graph=True).mean()
-        return input_gradient_norms(self.network, x_tilde, y, self.q, create_graph=True).mean()
+        frozen_statistics = batchnorm_eval(self.network) if self.penalty_bn_mode == "eval" else nullcontext()
+        with frozen_statistics:
+            norms = cross_entropy_gradient_norms(self.network, x_tilde, y, self.norm, create_graph=True)
+        return norms.mean()
 
     def regularizer(self, x: Tensor, y: Tensor, logits: Tensor) -> dict[str, Tensor]:
         if self.lam == 0:
@@ -215,9 +211,9 @@ class LocalFlatnessRegularization(RobustClassifier):
         grad_norm = self.penalty(self.local_flatness_point(x, y), y)
         self._diagnostics["lfr_grad_norm"] = grad_norm.detach()
         if x.requires_grad:  # compute_loss made x a leaf for the clean gradient norm
-            clean_loss = F.cross_entropy(logits, y, reduction="sum")
-            (clean_grad,) = torch.autograd.grad(clean_loss, x, retain_graph=True)
-            clean = torch.linalg.vector_norm(clean_grad.flatten(1), ord=self.q, dim=1).mean()
+            per_sample = F.cross_entropy(logits, y, reduction="none")
+            clean_grad = input_gradient(per_sample, x, create_graph=False, retain_graph=True)
+            clean = gradient_norm(clean_grad, self.norm).mean()
             gain = torch.where(clean > 0, grad_norm.detach() / clean.clamp_min(1e-30), torch.ones_like(clean))
             self._diagnostics.update(lfr_grad_norm_clean=clean, lfr_inner_gain=gain)
         return {"lfr_reg": self.current_lam() * grad_norm}

@@ -1,4 +1,4 @@
-"""The flow gradient (Xia and Li) and the per-sample input gradient it is built from.
+"""The flow gradient (Xia and Li), built from the per-sample input gradient.
 
 Pengfei Xia, Bin Li, "Improving Resistance to Adversarial Deformations by Regularizing Gradients",
 Neurocomputing 455:38-46 (2021), arXiv 2008.12997; ``papers/flow_gradient.md`` (b). Conventions
@@ -31,38 +31,8 @@ from torch import Tensor, nn
 
 from lit_robust.functional.flow import Padding, normalized_to_pixels, warp
 
-Norm = Literal["l2sq", "l2", "l1"]
 Convention = Literal["pixel", "official"]
-NORMS = ("l2sq", "l2", "l1")
 CONVENTIONS = ("pixel", "official")
-
-
-# ------------------------------------------------------------------------------- input gradient
-def input_gradient(per_sample_loss: Tensor, x: Tensor, create_graph: bool = True) -> Tensor:
-    """Per-sample gradients ``d l_b / d x_b`` (shape of ``x``) from one backward of ``sum_b l_b``.
-
-    Exact per sample when sample ``b``'s loss depends only on ``x_b`` (no BatchNorm in train mode);
-    with ``create_graph=True`` the result is differentiable in the parameters (double backprop).
-    """
-    if per_sample_loss.dim() != 1:
-        raise ValueError(
-            f"per_sample_loss must be (B,), one loss per sample, got {tuple(per_sample_loss.shape)}"
-        )
-    (grad,) = torch.autograd.grad(per_sample_loss.sum(), x, create_graph=create_graph)
-    return grad
-
-
-def gradient_norm(grad: Tensor, norm: Norm = "l2sq") -> Tensor:
-    """``||g_b||_p^q`` per sample (B,): ``"l2sq"`` (squared L2, default), ``"l2"`` or ``"l1"``."""
-    flat = grad.flatten(1)
-    if norm == "l2sq":
-        return flat.square().sum(1)
-    if norm == "l2":
-        # sqrt has an infinite derivative at 0: a floor keeps the double backward finite
-        return flat.square().sum(1).clamp_min(1e-24).sqrt()
-    if norm == "l1":
-        return flat.abs().sum(1)
-    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
 # -------------------------------------------------------------------------------- flow gradient
@@ -83,7 +53,7 @@ def flow_gradient(input_grad: Tensor, x: Tensor, padding: Padding = "border") ->
     """Closed-form flow gradient at zero flow, pixel units, ``(B, H, W, 2)`` in (column, row) order.
 
     ``G = (sum_c g_c * D_col x_c, sum_c g_c * D_row x_c)`` with ``g = input_grad`` (per sample, e.g.
-    from :func:`input_gradient`) and the forward differences of ``x`` (see the module docstring for
+    from ``functional.input_gradient``) and the forward differences of ``x`` (see the module docstring for
     the border). ``x`` enters as data: detach it when it does not depend on the weights.
     """
     if input_grad.shape != x.shape or x.dim() != 4:

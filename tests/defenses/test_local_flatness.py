@@ -14,11 +14,13 @@ from torch import nn
 from torch.func import functional_call
 
 from lit_robust.cli import main
+from lit_robust.defenses.input_gradient import InputGradientRegularization
 from lit_robust.defenses.local_flatness import (
+    GRADIENT_NORMS,
     LocalFlatnessRegularization,
-    input_gradient_norms,
     maximize_gradient_norm,
 )
+from lit_robust.functional.input_gradient import cross_entropy_gradient_norms
 from lit_robust.models import Normalize
 from tests.conftest import (
     NUM_CLASSES,
@@ -85,8 +87,8 @@ def test_inner_ascent_raises_the_gradient_norm_it_maximizes(trained_tiny, p, q, 
     start = maximize_gradient_norm(network, x, y, eps, alpha, steps=0, p=p, q=q)
     torch.manual_seed(0)
     end = maximize_gradient_norm(network, x, y, eps, alpha, steps=20, p=p, q=q)
-    r_start = input_gradient_norms(network, start.requires_grad_(True), y, q)
-    r_end = input_gradient_norms(network, end.requires_grad_(True), y, q)
+    r_start = cross_entropy_gradient_norms(network, start.requires_grad_(True), y, GRADIENT_NORMS[q])
+    r_end = cross_entropy_gradient_norms(network, end.requires_grad_(True), y, GRADIENT_NORMS[q])
     assert r_end.mean() > 1.5 * r_start.mean(), (r_start.mean(), r_end.mean())
     assert (r_end >= r_start).float().mean() > 0.9
 
@@ -170,7 +172,7 @@ def test_sum_reduced_per_sample_form_equals_the_official_batch_mean_times_b():
     x_t = model.local_flatness_point(x, y).requires_grad_(True)
     (grad_mean,) = torch.autograd.grad(F.cross_entropy(network(x_t), y), x_t)  # official: reduction mean
     official = len(x) * grad_mean.flatten(1).abs().sum(1).mean()
-    ours = input_gradient_norms(network, x_t, y, q=1).mean()
+    ours = cross_entropy_gradient_norms(network, x_t, y).mean()
     torch.testing.assert_close(ours, official)
     torch.testing.assert_close(terms["lfr_reg"] / 0.5, ours)
     torch.testing.assert_close(terms["lfr_grad_norm"], ours)
@@ -210,6 +212,41 @@ def test_eps_zero_is_the_input_gradient_norm_at_the_clean_point():
     torch.testing.assert_close(terms["lfr_inner_gain"], torch.ones((), dtype=torch.float64))
 
 
+def test_eps_zero_equals_input_gradient_regularization_with_the_l1_norm():
+    """Spec (h) 4: with a zero ball LFR is InputGradientRegularization(norm="l1"), term for term."""
+    x, y = batch(8)
+    lfr = LFR(network=tanh_cnn(), eps=0.0, init_std=0.0, steps=2, lam=0.5, num_classes=NUM_CLASSES)
+    igr = InputGradientRegularization(network=tanh_cnn(), lam=0.5, norm="l1", num_classes=NUM_CLASSES)
+    torch.testing.assert_close(lfr.compute_loss(x, y)["loss"], igr.compute_loss(x, y)["loss"])
+
+
+def test_the_loss_increase_in_the_ball_is_bounded_by_eps_times_the_local_flatness():
+    """Spec (h) 6: l(x + d) - l(x) <= eps * LF_eps(x) for ||d||_inf <= eps (mean value theorem, L1 dual
+    norm), with LF from a long inner ascent, on >= 99% of samples (the ascent is a lower bound)."""
+    torch.manual_seed(0)
+    x, y = (t.double() if t.is_floating_point() else t for t in tiny_data(num_train=256).train_set.tensors)
+    network = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 32), nn.Tanh(), nn.Linear(32, NUM_CLASSES))
+    network = network.double()
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
+    for _ in range(200):
+        optimizer.zero_grad()
+        F.cross_entropy(network(x), y).backward()
+        optimizer.step()
+    eps = 0.3  # large enough that the clean gradient norm alone breaks the bound on ~45% of samples
+    x_tilde = maximize_gradient_norm(network, x, y, eps=eps, alpha=0.012, steps=200, init_std=0.0)
+    flatness = cross_entropy_gradient_norms(network, x_tilde.requires_grad_(True), y).detach()
+    clean = F.cross_entropy(network(x), y, reduction="none").detach()
+    trials = 20
+    signs = torch.randint(0, 2, (trials, *x.shape), dtype=torch.float64) * 2 - 1  # corners of the ball
+    scales = torch.rand(trials, len(x), 1, 1, 1, dtype=torch.float64)  # and points inside it
+    x_moved = (x + eps * scales * signs).clamp(0, 1).flatten(0, 1)
+    with torch.no_grad():
+        moved = F.cross_entropy(network(x_moved), y.repeat(trials), reduction="none").view(trials, -1)
+    increase = (moved - clean).amax(0)
+    assert (increase > 0).any()  # the bound is not met trivially
+    assert (increase <= eps * flatness + 1e-12).double().mean() >= 0.99
+
+
 def test_gradcheck_of_the_penalty_with_respect_to_the_weights():
     torch.manual_seed(0)
     network = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
@@ -221,7 +258,8 @@ def test_gradcheck_of_the_penalty_with_respect_to_the_weights():
         def net(inputs):
             return functional_call(network, dict(zip(names, params, strict=True)), (inputs,))
 
-        return input_gradient_norms(net, x_t.clone().requires_grad_(True), y, q=1, create_graph=True).mean()
+        x_leaf = x_t.clone().requires_grad_(True)
+        return cross_entropy_gradient_norms(net, x_leaf, y, create_graph=True).mean()
 
     params = tuple(p.detach().clone().requires_grad_(True) for p in network.parameters())
     assert torch.autograd.gradcheck(penalty, params)

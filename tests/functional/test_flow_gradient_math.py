@@ -18,10 +18,9 @@ from lit_robust.functional.flow_gradient import (
     flow_gradient_penalty,
     flow_gradient_to_normalized,
     forward_differences,
-    gradient_norm,
-    input_gradient,
     random_deformation,
 )
+from lit_robust.functional.input_gradient import gradient_norm, input_gradient
 
 SIZES = [(7, 10), (12, 12), (9, 17)]
 
