@@ -2,11 +2,86 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
+
+
+def require_files(
+    dataset: str, folder: Path, names: Sequence[str], download: Callable[[], object] | None, how: str
+) -> None:
+    """Make sure ``folder`` holds every file in ``names``, downloading them first when allowed.
+
+    Args:
+        dataset: the dataset's name, for the messages.
+        folder: the resolved folder the files must be in.
+        names: the file names expected in ``folder``.
+        download: called once when files are missing; ``None`` when downloading is off.
+        how: how else to get the files, the end of both messages.
+
+    Raises:
+        FileNotFoundError: naming the folder and the missing files, when the download fails or
+            files are still missing.
+    """
+    if download is not None and _missing(folder, names):
+        try:
+            download()
+        except (RuntimeError, OSError) as error:
+            raise FileNotFoundError(
+                f"{dataset} is missing from {folder} and the download failed ({error}): {how}."
+            ) from error
+    missing = _missing(folder, names)
+    if missing:
+        raise FileNotFoundError(
+            f"{dataset} not found in {folder} (missing {', '.join(missing)}): pass download=True "
+            f"(YAML `download: true`, CLI --data.init_args.download true), or {how}."
+        )
+
+
+def _missing(folder: Path, names: Sequence[str]) -> list[str]:
+    return [name for name in names if not (folder / name).is_file()]
+
+
+def seeded_split(pool: Sequence[int] | torch.Tensor, val_size: int, seed: int) -> tuple[list[int], list[int]]:
+    """Hold out ``val_size`` random items of ``pool`` (seeded); returns ``(train, val)`` index lists.
+
+    On ``pool = range(n)`` this is exactly ``random_split(dataset, [n - val_size, val_size],
+    torch.Generator().manual_seed(seed))``.
+    """
+    pool = torch.as_tensor(pool, dtype=torch.long)
+    if not 0 <= val_size < len(pool):
+        raise ValueError(
+            f"val_size must be in [0, {len(pool)}) for {len(pool)} training images, got {val_size}"
+        )
+    order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))]
+    cut = len(pool) - val_size
+    return order[:cut].tolist(), order[cut:].tolist()
+
+
+class TransformedSubset(Dataset):
+    """The items ``indices`` of ``dataset`` with ``transform`` applied to each image (not the label).
+
+    Lets the training and validation splits of one dataset object have different transforms
+    (augmentation on training only) without loading or scanning the data twice. ``dataset`` must
+    return untransformed ``(image, label)`` pairs.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], transform: Callable[[Any], Any]):
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        image, label = self.dataset[self.indices[index]]
+        return self.transform(image), label
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -52,14 +127,36 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _evaluation_loader(self, dataset: Dataset | None) -> DataLoader:
+        """In order; under DDP each process gets its own shard and no sample is repeated.
+
+        Lightning's default ``DistributedSampler`` pads the last shard with repeated samples so that
+        every process sees as many batches; those repeats would count twice in ``val/acc``. Uneven
+        shards are safe here because metrics sync once per epoch (torchmetrics states), not per step.
+        """
+        loader = self._loader(dataset, shuffle=False)
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return loader
+        sampler = UnrepeatedDistributedSampler(
+            loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+        return DataLoader(
+            loader.dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._evaluation_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._evaluation_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import random_split
 from torchvision import datasets, transforms
 
-from lit_robust.data.base import ImageDataModule
+from lit_robust.data.base import ImageDataModule, require_files
 
 
 class MNISTDataModule(ImageDataModule):
@@ -48,27 +48,18 @@ class MNISTDataModule(ImageDataModule):
     def _raw_folder(self) -> Path:
         return Path(self.data_dir).resolve() / "MNIST" / "raw"
 
-    def _missing_files(self) -> list[str]:
-        names = [Path(url).stem for url, _ in datasets.MNIST.resources]  # the uncompressed IDX names
-        return [name for name in names if not (self._raw_folder() / name).is_file()]
-
     def _dataset(self, train: bool) -> datasets.MNIST:
-        if self._missing_files() and self.download:
-            try:
-                datasets.MNIST(self.data_dir, train=train, download=True)
-            except (RuntimeError, OSError) as error:
-                raise FileNotFoundError(
-                    f"MNIST is missing from {self._raw_folder()} and the download failed ({error}): "
-                    "copy the four uncompressed IDX files there by hand, or use MNISTSampleDataModule "
-                    "for the embedded 5,000-digit sample."
-                ) from error
-        missing = self._missing_files()
-        if missing:
-            raise FileNotFoundError(
-                f"MNIST not found in {self._raw_folder()} (data_dir={self.data_dir!r}; missing "
-                f"{', '.join(missing)}): pass download=True (--data.init_args.download true), copy the "
-                "IDX files there, or use MNISTSampleDataModule for the embedded 5,000-digit sample."
-            )
+        names = [Path(url).stem for url, _ in datasets.MNIST.resources]  # the uncompressed IDX names
+        require_files(
+            "MNIST",
+            self._raw_folder(),
+            names,
+            download=(lambda: datasets.MNIST(self.data_dir, train=train, download=True))
+            if self.download
+            else None,
+            how="copy the four uncompressed IDX files there by hand, or use MNISTSampleDataModule for the "
+            "embedded 5,000-digit sample",
+        )
         return datasets.MNIST(self.data_dir, train=train, transform=transforms.ToTensor())
 
     def prepare_data(self) -> None:
