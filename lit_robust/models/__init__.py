@@ -4,7 +4,32 @@ from lit_robust.models.bpda import BPDA
 from lit_robust.models.lenet import LeNet
 from lit_robust.models.mlp import MLP
 from lit_robust.models.normalize import Normalize
+from lit_robust.models.preact_resnet import PreActResNet, PreActResNet18
+from lit_robust.models.resnet_cifar import CifarResNet, ResNet20, ResNet56
 from lit_robust.models.small_cnn import SmallCNN
 from lit_robust.models.taps import Taps
+from lit_robust.models.torchvision_model import TorchvisionModel, disable_inplace
+from lit_robust.models.vgg import VGG, VGG11, VGG13, VGG16, VGG19
+from lit_robust.models.wide_resnet import WideResNet
 
-__all__ = ["BPDA", "LeNet", "MLP", "Normalize", "SmallCNN", "Taps"]
+__all__ = [
+    "BPDA",
+    "CifarResNet",
+    "LeNet",
+    "MLP",
+    "Normalize",
+    "PreActResNet",
+    "PreActResNet18",
+    "ResNet20",
+    "ResNet56",
+    "SmallCNN",
+    "Taps",
+    "TorchvisionModel",
+    "VGG",
+    "VGG11",
+    "VGG13",
+    "VGG16",
+    "VGG19",
+    "WideResNet",
+    "disable_inplace",
+]

@@ -1,15 +1,25 @@
-"""MLP, LeNet, SmallCNN and the Normalize layer they all start with."""
+"""Every architecture (MLP, LeNet, SmallCNN, CIFAR ResNets, PreAct, WRN, VGG, torchvision), and Normalize."""
 
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
 
+import jsonargparse
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from lit_robust.models import MLP, LeNet, Normalize, SmallCNN
+from lit_robust.models.preact_resnet import PreActResNet, PreActResNet18
+from lit_robust.models.resnet_cifar import CifarResNet, ResNet20, ResNet56, ZeroPadShortcut
+from lit_robust.models.taps import Taps
+from lit_robust.models.torchvision_model import TorchvisionModel, disable_inplace
+from lit_robust.models.vgg import VGG, VGG11, VGG13, VGG16, VGG19
+from lit_robust.models.wide_resnet import WideResNet
 
 BATCH = 3
 NUM_CLASSES = 7  # not 10, so a hard-coded head size shows up
@@ -265,3 +275,395 @@ def test_normalize_gradient():
     layer(x).sum().backward()
     expected = (1 / torch.tensor([0.5, 0.25, 2.0], dtype=torch.float64)).view(1, 3, 1, 1).expand_as(x)
     torch.testing.assert_close(x.grad, expected)
+
+
+# ----- CIFAR and ImageNet architectures: CIFAR ResNets, PreAct ResNet, WRN, VGG, torchvision -----
+
+ARCH_BATCH = 2
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+RGB_MEAN, RGB_STD = MEANS[3], STDS[3]
+
+# name: (builder taking num_classes, mean and std; input side in pixels)
+ARCHITECTURE_BUILDERS = {
+    "ResNet20": (ResNet20, 32),
+    "ResNet56": (ResNet56, 32),
+    "CifarResNet-8-B": (functools.partial(CifarResNet, depth=8, shortcut="B"), 32),
+    "PreActResNet18": (PreActResNet18, 32),
+    "WideResNet-10-2-dropout": (functools.partial(WideResNet, depth=10, widen_factor=2, dropout=0.3), 32),
+    "WideResNet-34-10": (WideResNet, 32),
+    "VGG11": (VGG11, 32),
+    "VGG13": (VGG13, 32),
+    "VGG16": (VGG16, 32),
+    "VGG19": (VGG19, 32),
+    "TorchvisionModel-resnet18": (functools.partial(TorchvisionModel, "resnet18"), 64),
+}
+# One small configuration per family: the forward-only tests run these with several settings.
+LIGHT = ["ResNet20", "CifarResNet-8-B", "PreActResNet18", "WideResNet-10-2-dropout", "VGG11",
+         "TorchvisionModel-resnet18"]  # fmt: skip
+# The heavier variants take one training step and nothing else (WRN-34-10 once, as a whole).
+TRAINED = [*LIGHT, "ResNet56", "WideResNet-34-10", "VGG19"]
+
+
+def build_architecture(name: str, num_classes: int = NUM_CLASSES) -> tuple[nn.Module, int]:
+    builder, size = ARCHITECTURE_BUILDERS[name]
+    torch.manual_seed(0)
+    return builder(num_classes=num_classes, mean=RGB_MEAN, std=RGB_STD), size
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def conv_and_linear_names(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+
+
+def cancelled_by_batchnorm(model: nn.Module, parameter_name: str) -> bool:
+    """VGG's convolution biases: the BatchNorm after them removes them in training mode (zero gradient)."""
+    module_name, _, kind = parameter_name.rpartition(".")
+    is_conv = isinstance(model.get_submodule(module_name), nn.Conv2d)
+    return isinstance(model, VGG) and kind == "bias" and is_conv
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURE_BUILDERS))
+def test_architecture_starts_with_its_normalize_and_has_no_inplace_module(name):
+    model, _ = build_architecture(name)
+    first = next(model.children())
+    assert isinstance(first, Normalize)
+    assert first.mean.flatten().tolist() == pytest.approx(RGB_MEAN)
+    assert first.std.flatten().tolist() == pytest.approx(RGB_STD)
+    assert sum(isinstance(module, Normalize) for module in model.modules()) == 1
+    assert [n for n, m in model.named_modules() if getattr(m, "inplace", False)] == []
+
+
+@pytest.mark.parametrize(
+    ("cls", "stats"),
+    [(CifarResNet, CIFAR10_STATS), (ResNet20, CIFAR10_STATS), (ResNet56, CIFAR10_STATS),
+     (PreActResNet18, CIFAR10_STATS), (WideResNet, CIFAR10_STATS), (VGG, CIFAR10_STATS),
+     (VGG16, CIFAR10_STATS), (TorchvisionModel, IMAGENET_STATS)],
+)  # fmt: skip
+def test_architecture_default_statistics(cls, stats):
+    parameters = inspect.signature(cls).parameters
+    assert (parameters["mean"].default, parameters["std"].default) == stats
+    assert "num_classes" in parameters
+
+
+@pytest.mark.parametrize("num_classes", [10, 3])
+@pytest.mark.parametrize("name", LIGHT)
+def test_architecture_output_shape(name, num_classes):
+    model, size = build_architecture(name, num_classes=num_classes)
+    with torch.no_grad():
+        logits = model.eval()(torch.rand(ARCH_BATCH, 3, size, size))
+    assert logits.shape == (ARCH_BATCH, num_classes)
+    assert logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", LIGHT)
+def test_architecture_normalize_is_the_same_as_normalizing_by_hand(name):
+    model, size = build_architecture(name)
+    model.eval()  # BatchNorm in training mode would absorb much of a per-channel shift
+    plain = copy.deepcopy(model)
+    plain.normalize.mean.zero_()
+    plain.normalize.std.fill_(1.0)
+    shifted = copy.deepcopy(model)
+    shifted.normalize.mean.add_(0.3)
+    x = torch.rand(ARCH_BATCH, 3, size, size)
+    with torch.no_grad():
+        expected = plain(_reference_normalize(x, RGB_MEAN, RGB_STD))
+        torch.testing.assert_close(model(x), expected)
+        # the statistics change the output (VGG's default initialization makes it the least sensitive)
+        for other in (plain(x), shifted(x)):
+            assert (other - expected).abs().max() > 1e-3 * expected.abs().max()
+
+
+@pytest.mark.parametrize("name", [name for name in LIGHT if not name.startswith("Torchvision")])
+def test_cifar_architecture_logits_are_fc_of_forward_features(name):
+    model, size = build_architecture(name)
+    x = torch.rand(ARCH_BATCH, 3, size, size)
+    with torch.no_grad():
+        features = model.eval().forward_features(x)
+        assert features.shape == (ARCH_BATCH, model.fc.in_features)
+        torch.testing.assert_close(model(x), model.fc(features))
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_architecture_training_step(name):
+    model, size = build_architecture(name)
+    x = torch.rand(ARCH_BATCH, 3, size, size)
+    y = torch.tensor([0, NUM_CLASSES - 1])
+    called = []
+    handles = [
+        module.register_forward_pre_hook(lambda module, args: called.append((module, args[0])))
+        for module in model.modules()
+        if not list(module.children())
+    ]
+    with Taps(model).recording(x) as record:
+        logits = model.train()(x)
+    for handle in handles:
+        handle.remove()
+    assert logits.shape == (ARCH_BATCH, NUM_CLASSES)
+    assert isinstance(called[0][0], Normalize) and called[0][1] is x
+    # every Conv2d and Linear ran once, and no in-place operation touched its input afterwards
+    assert sorted(record.module_inputs(dedup=False)) == sorted(conv_and_linear_names(model))
+    record.check_unmodified()
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    nn.functional.cross_entropy(logits, y).backward()
+    optimizer.step()
+    for parameter_name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), parameter_name
+        if cancelled_by_batchnorm(model, parameter_name):
+            assert parameter.grad.abs().max() < 1e-5, parameter_name
+        else:
+            assert parameter.grad.abs().sum() > 0, parameter_name
+            assert not torch.equal(parameter.detach(), before[parameter_name]), parameter_name
+
+
+@pytest.mark.parametrize(
+    ("name", "first_conv"), [("ResNet20", "stem.0"), ("TorchvisionModel-resnet18", "network.conv1")]
+)
+def test_architecture_double_backprop_through_taps(name, first_conv):
+    """A GFA-like penalty: squared norms of the loss gradients at the input and at every layer input."""
+    model, size = build_architecture(name)
+    x = torch.rand(ARCH_BATCH, 3, size, size, requires_grad=True)
+    with Taps(model).recording(x) as record:
+        loss = nn.functional.cross_entropy(model(x), torch.tensor([0, NUM_CLASSES - 1]))
+    layer_inputs = record.module_inputs()
+    assert list(layer_inputs) == [n for n in conv_and_linear_names(model) if n != first_conv]  # forward order
+    record.check_unmodified()
+    gradients = torch.autograd.grad(loss, [x, *layer_inputs.values()], create_graph=True)
+    penalty = sum(gradient.pow(2).sum() for gradient in gradients)
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
+    weight_gradients = torch.autograd.grad(penalty, weights)
+    assert all(torch.isfinite(g).all() for g in weight_gradients)
+    assert all(g.abs().sum() > 0 for g in weight_gradients)
+
+
+# Published parameter counts, in millions, for 10 classes. The ResNet and WRN-28-10 figures are the
+# papers' own; the others are the figures the adversarial-robustness literature quotes for these models.
+PUBLISHED_PARAMETERS = [
+    pytest.param(ResNet20, 0.27, id="ResNet20"),  # He et al. 2016, Table 6
+    pytest.param(functools.partial(CifarResNet, depth=20, shortcut="B"), 0.27, id="ResNet20-B"),  # +2,752
+    pytest.param(ResNet56, 0.85, id="ResNet56"),  # He et al. 2016, Table 6
+    pytest.param(functools.partial(CifarResNet, depth=56, shortcut="B"), 0.85, id="ResNet56-B"),
+    pytest.param(functools.partial(CifarResNet, depth=110), 1.7, id="ResNet110"),  # He et al. 2016, Table 6
+    pytest.param(PreActResNet18, 11.17, id="PreActResNet18"),
+    pytest.param(WideResNet, 46.16, id="WRN-34-10"),
+    pytest.param(functools.partial(WideResNet, depth=28), 36.5, id="WRN-28-10"),  # Zagoruyko & Komodakis
+    pytest.param(VGG16, 14.7, id="VGG16"),
+]
+
+
+@pytest.mark.parametrize(("builder", "millions"), PUBLISHED_PARAMETERS)
+def test_parameter_counts_match_the_published_figures(builder, millions):
+    assert count_parameters(builder(num_classes=10)) / 1e6 == pytest.approx(millions, rel=0.02)
+
+
+@pytest.mark.parametrize("depth", [11, 13, 16, 19])
+def test_vgg_convolutions_are_torchvision_vgg_bn_features(depth):
+    model = VGG(depth=depth, num_classes=NUM_CLASSES)
+    with torch.device("meta"):
+        reference = getattr(torchvision.models, f"vgg{depth}_bn")().features
+    ours = [(type(m), getattr(m, "weight", torch.empty(0)).shape) for m in model.features]
+    theirs = [(type(m), getattr(m, "weight", torch.empty(0)).shape) for m in reference]
+    assert ours == theirs
+    assert count_parameters(model.features) == count_parameters(reference)  # conv biases included
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == depth - 3  # the name counts 3 FC layers
+    assert [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)] == [
+        (512, NUM_CLASSES)
+    ]
+
+
+def test_torchvision_model_parameter_count_is_torchvisions():
+    model = TorchvisionModel("resnet18")
+    published = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["num_params"]  # no download
+    assert count_parameters(model) == published
+    assert model.network.fc.out_features == 1000
+
+
+@pytest.mark.parametrize(("depth", "blocks"), [(8, 1), (20, 3), (56, 9)])
+def test_cifar_resnet_layers(depth, blocks):
+    model = CifarResNet(depth=depth, num_classes=NUM_CLASSES)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) + 1 == depth  # option A: every weighted layer is a 3x3 conv or the Linear
+    assert all(m.kernel_size == (3, 3) and m.bias is None for m in convs)
+    assert [len(stage) for stage in (model.stage1, model.stage2, model.stage3)] == [blocks] * 3
+    assert [m.out_channels for m in convs].count(16) == 1 + 2 * blocks
+    assert [m.stride for m in convs].count((2, 2)) == 2
+    assert sum(isinstance(m, ZeroPadShortcut) for m in model.modules()) == 2
+    model_b = CifarResNet(depth=depth, num_classes=NUM_CLASSES, shortcut="B")
+    one_by_one = [m for m in model_b.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert [(m.in_channels, m.out_channels, m.stride) for m in one_by_one] == [
+        (16, 32, (2, 2)),
+        (32, 64, (2, 2)),
+    ]
+
+
+def test_zero_pad_shortcut_is_subsampling_and_zero_channels():
+    x = torch.rand(2, 4, 6, 6)
+    out = ZeroPadShortcut(4, 8, 2)(x)
+    assert out.shape == (2, 8, 3, 3)
+    torch.testing.assert_close(out[:, 2:6], x[:, :, ::2, ::2])
+    assert not out[:, :2].any() and not out[:, 6:].any()
+
+
+def test_preact_shortcut_reads_the_raw_block_input():
+    model = PreActResNet(num_blocks=(1, 1, 1, 1), num_classes=NUM_CLASSES).eval()
+    block = model.stage2[0]
+    seen = {}
+    block.register_forward_pre_hook(lambda module, args: seen.setdefault("block", args[0]))
+    block.shortcut.register_forward_pre_hook(lambda module, args: seen.setdefault("shortcut", args[0]))
+    with torch.no_grad():
+        model(torch.rand(ARCH_BATCH, 3, 16, 16))
+    assert seen["shortcut"] is seen["block"]
+    assert isinstance(model.stage1[0].shortcut, nn.Identity)
+    assert [len(stage) for stage in (model.stage1, model.stage2, model.stage3, model.stage4)] == [1, 1, 1, 1]
+
+
+def test_wide_resnet_shortcut_reads_the_preactivated_input():
+    model = WideResNet(depth=10, widen_factor=1, num_classes=NUM_CLASSES).eval()
+    assert model.stage1[0].shortcut is None  # 16 -> 16 channels, stride 1: identity
+    block = model.stage2[0]
+    seen = {}
+    block.register_forward_pre_hook(lambda module, args: seen.setdefault("block", args[0]))
+    block.shortcut.register_forward_pre_hook(lambda module, args: seen.setdefault("shortcut", args[0]))
+    with torch.no_grad():
+        model(torch.rand(ARCH_BATCH, 3, 16, 16))
+        torch.testing.assert_close(seen["shortcut"], nn.functional.relu(block.bn1(seen["block"])))
+
+
+@pytest.mark.parametrize(("depth", "widen_factor"), [(10, 1), (16, 4), (28, 2)])
+def test_wide_resnet_widths(depth, widen_factor):
+    model = WideResNet(depth, widen_factor, NUM_CLASSES)
+    blocks = (depth - 4) // 6
+    widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+    for stage, width in zip((model.stage1, model.stage2, model.stage3), widths, strict=True):
+        assert len(stage) == blocks
+        assert {block.conv2.out_channels for block in stage} == {width}
+    three_by_three = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(three_by_three) == 6 * blocks + 1
+    assert model.fc.in_features == widths[-1]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_wide_resnet_dropout(dropout):
+    model = WideResNet(depth=10, widen_factor=1, dropout=dropout)
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [dropout] * (3 if dropout else 0)
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: CifarResNet(depth=21), r"depth must be 6n \+ 2.*got 21"),
+        (lambda: CifarResNet(depth=2), "depth must be 6n"),
+        (lambda: CifarResNet(depth=20.0), "depth must be 6n"),
+        (lambda: CifarResNet(shortcut="C"), "shortcut must be one of"),
+        (lambda: WideResNet(depth=33), r"depth must be 6n \+ 4.*got 33"),
+        (lambda: WideResNet(depth=4), "depth must be 6n"),
+        (lambda: WideResNet(depth=16, widen_factor=0), "widen_factor must be an integer >= 1, got 0"),
+        (lambda: WideResNet(depth=16, dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
+        (lambda: VGG(depth=12), r"depth must be one of \[11, 13, 16, 19\], got 12"),
+        (lambda: PreActResNet(num_blocks=(2, 2, 2)), "num_blocks must be four integers"),
+        (lambda: PreActResNet(num_blocks=(2, 0, 2, 2)), "num_blocks must be four integers"),
+    ],
+)
+def test_architecture_bad_arguments(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_torchvision_model_unknown_name_lists_close_and_available_names():
+    with pytest.raises(ValueError, match="resnet5O") as error:
+        TorchvisionModel("resnet5O")
+    message = str(error.value)
+    closest = message[message.index("closest:") : message.index("available:")]
+    assert "resnet50" in closest
+    assert "vit_b_16" in message[message.index("available:") :]
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn", "quantized_resnet18", ""])
+def test_torchvision_model_rejects_non_classification_names(name):
+    with pytest.raises(ValueError, match="torchvision classification model"):
+        TorchvisionModel(name)
+
+
+@pytest.mark.parametrize("model_kwargs", [{"weights": "DEFAULT"}, {"num_classes": 5}])
+def test_torchvision_model_never_downloads_weights(model_kwargs):
+    with pytest.raises(ValueError, match="model_kwargs must not set"):
+        TorchvisionModel("resnet18", model_kwargs=model_kwargs)
+
+
+def test_torchvision_model_builds_by_name_with_builder_arguments():
+    model = TorchvisionModel("ResNet18", num_classes=5, model_kwargs={"zero_init_residual": True})
+    assert model.name == "resnet18"
+    assert isinstance(model.network, torchvision.models.ResNet)
+    assert model.network.fc.out_features == 5
+    assert not model.network.layer1[0].bn2.weight.any()  # the builder argument arrived
+    inception = TorchvisionModel("inception_v3", num_classes=5)
+    assert inception.network.AuxLogits is None  # a single logits tensor, also in training mode
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_torchvision_model_switches_inplace_off(name):
+    raw = torchvision.models.get_model(name, weights=None)
+    inplace = [n for n, m in raw.named_modules() if getattr(m, "inplace", False)]
+    assert inplace  # torchvision builds them in place: the switch has work to do
+    model = TorchvisionModel(name)
+    assert model.inplace_disabled == inplace
+    assert [n for n, m in model.named_modules() if getattr(m, "inplace", False)] == []
+    assert {type(model.network.get_submodule(n)) for n in inplace} <= {nn.ReLU, nn.ReLU6}
+
+
+class ReusesItsInput(nn.Module):
+    """``fc(x) + act(x)``: ``act`` runs after ``fc`` recorded ``x``; in place, it overwrites that record."""
+
+    def __init__(self, inplace: bool):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.act = nn.ReLU(inplace=inplace)
+
+    def forward(self, x):
+        hidden = x * 2.0
+        return self.fc(hidden) + self.act(hidden)
+
+
+def test_disable_inplace_keeps_recorded_layer_inputs_valid():
+    network = ReusesItsInput(inplace=True)
+    x = torch.randn(3, 4, requires_grad=True)
+    with Taps(network).recording(x) as record:
+        network(x)
+    with pytest.raises(ValueError, match="modified in place"):
+        record.check_unmodified()
+    assert disable_inplace(network) == ["act"]
+    assert disable_inplace(network) == []
+    with Taps(network).recording(x) as record:
+        network(x)
+    record.check_unmodified()
+
+
+@pytest.mark.parametrize(
+    ("class_path", "init_args", "expected"),
+    [
+        ("lit_robust.models.resnet_cifar.ResNet20", {"num_classes": 7}, ResNet20),
+        ("lit_robust.models.resnet_cifar.CifarResNet", {"depth": 8, "shortcut": "B"}, CifarResNet),
+        ("lit_robust.models.preact_resnet.PreActResNet18", {"mean": [0.5, 0.5, 0.5]}, PreActResNet18),
+        ("lit_robust.models.wide_resnet.WideResNet", {"depth": 10, "widen_factor": 1}, WideResNet),
+        ("lit_robust.models.vgg.VGG13", {"num_classes": 7}, VGG13),
+        ("lit_robust.models.vgg.VGG", {"depth": 11}, VGG),
+        (
+            "lit_robust.models.torchvision_model.TorchvisionModel",
+            {"name": "resnet18", "num_classes": 7, "model_kwargs": {"zero_init_residual": True}},
+            TorchvisionModel,
+        ),
+    ],
+)
+def test_architecture_builds_from_a_config(class_path, init_args, expected):
+    parser = jsonargparse.ArgumentParser()
+    parser.add_argument("--network", type=nn.Module)
+    config = parser.parse_object({"network": {"class_path": class_path, "init_args": init_args}})
+    network = parser.instantiate(config).network
+    assert type(network) is expected
+    assert isinstance(network.normalize, Normalize)
