@@ -9,9 +9,14 @@ counts). Time is the median of ``--steps`` timed steps after
 
     python benchmarks/step_cost.py                 # every defense, table + benchmarks/results/
     python benchmarks/step_cost.py --steps 10 --device cuda
+    python benchmarks/step_cost.py --only DeepDefense --steps 2   # StandardTraining + the matching ones
 
 The double-backprop defenses should cost about 2-3 standard steps; local flatness about (K + 1)
-times that; adversarial training about (attack steps + 1).
+times that; adversarial training about (attack steps + 1); Deep Defense about u x (K + 1) for u
+unrolled DeepFool iterations over K candidate classes (u = 5, K = 9: ~50), each a double backprop
+of a K-replicated batch. Deep Defense is measured on its costly branch: SmallCNN's zero-initialized
+head is re-initialized and the labels are the network's own predictions, so every sample is
+"correct" and gets untargeted DeepFool over K candidates (it stops early where a sample is fooled).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def _defenses() -> dict[str, Callable[[torch.nn.Module], torch.nn.Module]]:
         LocalFlatnessRegularization,
         StandardTraining,
     )
+    from lit_robust.defenses.deep_defense import DeepDefense
 
     pgd = PGD(0.3, steps=40, step_size=0.01)
     kl_pgd = PGD(0.3, steps=40, step_size=0.01, loss="kl", random_start="normal")
@@ -56,7 +62,22 @@ def _defenses() -> dict[str, Callable[[torch.nn.Module], torch.nn.Module]]:
         "InputGradientRegularization": InputGradientRegularization,
         "FlowGradientRegularization": FlowGradientRegularization,
         "LocalFlatnessRegularization (K=40)": LocalFlatnessRegularization,
+        "DeepDefense (u=5, K=9)": lambda net: DeepDefense(_reset_head(net)),
+        "DeepDefense (u=5, K=9, detach_prev_r)": lambda net: DeepDefense(
+            _reset_head(net), detach_prev_r=True
+        ),
+        "DeepDefense (u=5, K=4)": lambda net: DeepDefense(_reset_head(net), num_candidates=5),
     }
+
+
+PREDICTED_LABELS = ("DeepDefense",)  # defenses measured with y = the network's own predictions
+
+
+def _reset_head(network: torch.nn.Module) -> torch.nn.Module:
+    """SmallCNN with its zero-initialized last layer re-initialized (PyTorch's default), so the logits
+    and their input gradients differ between classes as in a trained network."""
+    network.classifier[-1].reset_parameters()
+    return network
 
 
 def _current_rss() -> int:
@@ -75,6 +96,9 @@ def measure_one(name: str, steps: int, warmup: int, device: str, batch_size: int
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.rand(batch_size, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
+    if name.startswith(PREDICTED_LABELS):
+        with torch.no_grad():
+            y = model(x).argmax(dim=1)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -110,6 +134,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only", help="only the defenses whose name contains this (and StandardTraining)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one defense, print JSON
     args = parser.parse_args()
     if args.one:
@@ -117,7 +142,8 @@ def main() -> None:
         return
 
     rows = {}
-    for name in _defenses():
+    names = [n for n in _defenses() if n == "StandardTraining" or not args.only or args.only in n]
+    for name in names:
         command = [sys.executable, __file__, "--one", name, "--steps", str(args.steps)]
         command += [
             "--warmup",
@@ -150,6 +176,8 @@ def main() -> None:
     lines += ["", f"Machine: {machine}. Command: `python benchmarks/step_cost.py --device {args.device}`"]
     table = "\n".join(lines)
     print(table)
+    if args.only:  # a partial table is not written over the full results
+        return
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"step_cost_{args.device}.md").write_text(table + "\n")
     (RESULTS / f"step_cost_{args.device}.json").write_text(json.dumps(rows, indent=2) + "\n")

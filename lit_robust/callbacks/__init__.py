@@ -1,6 +1,7 @@
 """Callbacks that evaluate robustness during and after training."""
 
 from lit_robust.callbacks.adversarial_examples import AdversarialExamples
+from lit_robust.callbacks.fgs_eps_ref import FGSEpsRef
 from lit_robust.callbacks.gradient_feature_alignment import GradientFeatureAlignment
 from lit_robust.callbacks.gradient_masking import GradientMaskingChecks
 from lit_robust.callbacks.local_flatness import LocalFlatness
@@ -10,6 +11,7 @@ from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, seeded_subs
 
 __all__ = [
     "AdversarialExamples",
+    "FGSEpsRef",
     "GradientFeatureAlignment",
     "GradientMaskingChecks",
     "LocalFlatness",

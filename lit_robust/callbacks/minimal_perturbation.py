@@ -1,4 +1,5 @@
-"""Perturbation sizes found by minimal-norm attacks (DeepFool, CW, DDN, EAD, FAB, ADef)."""
+"""Perturbation sizes found by minimal-norm attacks (DeepFool, CW, DDN, EAD, FAB, ADef), and the
+DeepFool rho_2 of Deep Defense (Yan et al., NeurIPS 2018) over every point of the subset."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from lit_robust.attacks.base import Attack
+from lit_robust.attacks.base import Attack, attacking
 from lit_robust.callbacks.robustness_evaluation import predict_labels
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
+from lit_robust.functional.deepfool import check_deepfool_args, deepfool_rho
 
 STATISTICS = ("median_l2", "median_linf", "mean_l2", "success_rate", "rho2")
+STANDARD_DEEPFOOL_STEPS = 50  # DeepFool's usual iteration count: the plain ``deepfool_rho2`` name
 
 
 def perturbation_sizes(model: nn.Module, x: Tensor, y: Tensor, attack: Attack) -> dict[str, Tensor]:
@@ -35,6 +38,35 @@ def perturbation_sizes(model: nn.Module, x: Tensor, y: Tensor, attack: Attack) -
     }
 
 
+def paper_rho2(
+    model: nn.Module,
+    x: Tensor,
+    max_iter: int = STANDARD_DEEPFOOL_STEPS,
+    overshoot: float = 0.02,
+    num_candidates: int | None = None,
+    space: str = "pixel",
+) -> Tensor:
+    """Deep Defense's ``rho_i = ||delta_i||_2 / ||x_i||_2`` for *every* sample (evaluation.md section 5).
+
+    ``delta`` is untargeted L2 DeepFool from the **predicted** label, overshoot 0.02, no clamp to
+    [0, 1], ``max_iter`` iterations; a point DeepFool has not fooled by then keeps its last
+    ``delta`` (as the official code). ``space="normalized"`` measures after the model's leading
+    ``Normalize`` (the paper's preprocessed space). The model runs in eval mode, frozen, modes restored.
+    """
+    with attacking(model, x, x.new_zeros(len(x), dtype=torch.long)) as (x, _):
+        rho, _ = deepfool_rho(
+            model, x, space=space, overshoot=overshoot, max_iter=max_iter, num_candidates=num_candidates
+        )
+    return rho.detach()
+
+
+def rho2_metric_name(stage: str, max_iter: int, normalized: bool = False) -> str:
+    """``<stage>/deepfool_rho2`` (50 iterations), ``<stage>/deepfool_rho2_u<max_iter>`` otherwise,
+    with ``_normalized`` for the normalized space (``test/deepfool_rho2_u5_normalized``)."""
+    steps = "" if max_iter == STANDARD_DEEPFOOL_STEPS else f"_u{max_iter}"
+    return f"{stage}/deepfool_rho2{steps}{'_normalized' if normalized else ''}"
+
+
 class MinimalPerturbation(SubsetEvaluation):
     """How far minimal-norm attacks must move each correctly classified point of a seeded subset.
 
@@ -48,36 +80,72 @@ class MinimalPerturbation(SubsetEvaluation):
       (Yan et al., NeurIPS 2018). Their protocol attacks *all* test points from the predicted label;
       here only clean-correct points are attacked, from the true label (the two coincide there).
 
+    With ``rho2_steps`` it also logs the paper's own protocol, ``deepfool_rho2`` (and
+    ``deepfool_rho2_u<steps>`` for other iteration counts): the mean of ``||delta|| / ||x||`` over
+    **every** point of the subset, untargeted unclipped L2 DeepFool from the predicted label
+    (:func:`paper_rho2`), with ``_normalized`` variants measured after the model's ``Normalize``.
+
     Minimal-norm numbers never replace robust accuracy under strong bounded attacks: DeepFool in
     particular is weak (evaluation.md §5).
 
     Args:
-        attacks: minimal-perturbation attacks (names must be distinct).
+        attacks: minimal-perturbation attacks (names must be distinct); may be empty with ``rho2_steps``.
         num_samples, every_n_epochs, seed, batch_size: see :class:`SubsetEvaluation`.
+        rho2_steps: DeepFool iteration counts for the paper's rho_2, e.g. ``[50, 5]`` (DeepFool's
+            standard and the official Deep Defense ``--max-iter``); ``None`` for none.
+        rho2_normalized: also measure rho_2 in the normalized space (twice the DeepFool work).
+        rho2_overshoot: DeepFool's overshoot for rho_2 (0.02).
+        rho2_num_candidates: candidate classes other than the prediction (``None``: all, as the paper).
     """
 
     def __init__(
         self,
-        attacks: list[Attack],
+        attacks: list[Attack] | None = None,
         num_samples: int = 1000,
         every_n_epochs: int = 1,
         seed: int = 0,
         batch_size: int = 250,
+        rho2_steps: list[int] | None = None,
+        rho2_normalized: bool = False,
+        rho2_overshoot: float = 0.02,
+        rho2_num_candidates: int | None = None,
     ):
         super().__init__(num_samples, every_n_epochs, seed, batch_size)
+        attacks = list(attacks or [])
+        rho2_steps = [int(steps) for steps in rho2_steps or []]
         names = [attack.name for attack in attacks]
-        if not attacks or len(set(names)) != len(names):
-            raise ValueError(f"attacks must be a non-empty list with distinct names, got {names}")
-        self.attacks = list(attacks)
+        if not (attacks or rho2_steps) or len(set(names)) != len(names):
+            raise ValueError(
+                f"attacks must be a non-empty list with distinct names (or give rho2_steps), got {names}"
+            )
+        if len(set(rho2_steps)) != len(rho2_steps):
+            raise ValueError(f"rho2_steps must be distinct, got {rho2_steps}")
+        for steps in rho2_steps:
+            check_deepfool_args("l2", rho2_overshoot, steps, rho2_num_candidates)
+        self.attacks = attacks
+        self.rho2_steps = rho2_steps
+        self.rho2_normalized = bool(rho2_normalized)
+        self.rho2_overshoot = float(rho2_overshoot)
+        self.rho2_num_candidates = rho2_num_candidates
+
+    def rho2_variants(self) -> list[tuple[int, bool]]:
+        """``(max_iter, normalized)`` of each rho_2 this callback computes."""
+        spaces = (False, True) if self.rho2_normalized else (False,)
+        return [(steps, normalized) for steps in self.rho2_steps for normalized in spaces]
 
     def metric_names(self, stage: str) -> set[str]:
-        return {f"{stage}/{statistic}/{a.name}" for statistic in STATISTICS for a in self.attacks}
+        names = {f"{stage}/{statistic}/{a.name}" for statistic in STATISTICS for a in self.attacks}
+        return names | {rho2_metric_name(stage, *variant) for variant in self.rho2_variants()}
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         values = {}
         for attack in self.attacks:
             for key, value in perturbation_sizes(model, x, y, attack).items():
                 values[f"{attack.name}/{key}"] = value
+        for steps, normalized in self.rho2_variants():
+            space = "normalized" if normalized else "pixel"
+            rho = paper_rho2(model, x, steps, self.rho2_overshoot, self.rho2_num_candidates, space)
+            values[rho2_metric_name("rho2", steps, normalized)] = rho
         return values
 
     def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -90,4 +158,6 @@ class MinimalPerturbation(SubsetEvaluation):
             metrics[f"{stage}/mean_l2/{attack.name}"] = successes.mean()
             metrics[f"{stage}/success_rate/{attack.name}"] = values[f"{attack.name}/success"].mean()
             metrics[f"{stage}/rho2/{attack.name}"] = values[f"{attack.name}/rho2"].nanmean()
+        for variant in self.rho2_variants():
+            metrics[rho2_metric_name(stage, *variant)] = values[rho2_metric_name("rho2", *variant)].mean()
         return metrics

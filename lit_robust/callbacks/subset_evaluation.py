@@ -125,9 +125,25 @@ class SubsetEvaluation(L.Callback, ABC):
         dataloaders: DataLoader | Sequence[DataLoader] | None,
     ) -> dict[str, Tensor]:
         """Evaluate the subset of the first dataloader's dataset, log and return the metrics."""
+        values = self.gather(trainer, pl_module, stage, dataloaders)
+        if values is None:
+            return {}
+        metrics = self.summarize(stage, values)
+        self.log_metrics(trainer, pl_module, stage, metrics)
+        return metrics
+
+    def gather(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        stage: str,
+        dataloaders: DataLoader | Sequence[DataLoader] | None,
+    ) -> dict[str, Tensor] | None:
+        """:meth:`per_sample` over this process's shard of the subset, gathered from every process
+        (``None`` without evaluation data). A subclass may call it several times per evaluation."""
         dataset = first_dataset(dataloaders)
         if dataset is None:
-            return {}
+            return None
         subset = seeded_subset(len(dataset), self.num_samples, self.seed)
         shard = subset[trainer.global_rank :: trainer.world_size]  # each process its own shard
         gathered: dict[str, CatMetric] = {}
@@ -141,10 +157,13 @@ class SubsetEvaluation(L.Callback, ABC):
                 for key, value in values.items():
                     gathered.setdefault(key, CatMetric(nan_strategy="disable").to(pl_module.device))
                     gathered[key].update(value.float())
-        values = {key: metric.compute() for key, metric in gathered.items()}  # gathers across processes
-        metrics = self.summarize(stage, values)
+        return {key: metric.compute() for key, metric in gathered.items()}  # gathers across processes
+
+    def log_metrics(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, metrics: Mapping[str, Tensor]
+    ) -> None:
+        """Log ``metrics`` on ``pl_module``; then :meth:`log_extras` on rank zero."""
         for name, value in metrics.items():
             pl_module.log(name, value)
         if trainer.is_global_zero:
             self.log_extras(trainer, stage, metrics)
-        return metrics

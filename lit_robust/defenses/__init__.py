@@ -2,6 +2,7 @@
 
 from lit_robust.defenses.adversarial_training import AdversarialTraining
 from lit_robust.defenses.base import RobustClassifier
+from lit_robust.defenses.deep_defense import DeepDefense
 from lit_robust.defenses.flow_gradient import FlowGradientRegularization
 from lit_robust.defenses.gfa import GFA
 from lit_robust.defenses.input_gradient import InputGradientRegularization
@@ -10,12 +11,13 @@ from lit_robust.defenses.standard import StandardTraining
 from lit_robust.defenses.trades import TRADES
 
 __all__ = [
-    "AdversarialTraining",
-    "FlowGradientRegularization",
     "GFA",
+    "TRADES",
+    "AdversarialTraining",
+    "DeepDefense",
+    "FlowGradientRegularization",
     "InputGradientRegularization",
     "LocalFlatnessRegularization",
     "RobustClassifier",
     "StandardTraining",
-    "TRADES",
 ]

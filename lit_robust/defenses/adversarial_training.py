@@ -25,7 +25,7 @@ class AdversarialTraining(RobustClassifier):
     Args:
         network: the classifier (starts with ``Normalize``; inputs in [0, 1]).
         attack: the training attack; its ``eps`` is the threat model trained for (pixel units).
-        num_classes, optimizer, lr_scheduler: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
     """
 
     def __init__(
@@ -35,8 +35,9 @@ class AdversarialTraining(RobustClassifier):
         num_classes: int = 10,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        init_from: str | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler)
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
         if not isinstance(attack, Attack):
             raise TypeError(f"attack must be a lit_robust Attack, got {type(attack).__name__}")
         self.attack = attack

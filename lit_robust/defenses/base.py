@@ -10,12 +10,17 @@ and the optimizer wiring. A defense overrides a small surface:
 
 Every entry of the returned dict is logged as ``train/<key>``; ``"loss"`` is what is optimized.
 Evaluation attacks live on callbacks (``RobustnessEvaluation``), not here.
+
+Any defense can fine-tune a trained network: ``init_from`` (a checkpoint of any lit_robust defense,
+or a state-dict file) loads the network weights before training starts (:func:`load_network_state`).
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -23,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_robust.models.modes import eval_mode
@@ -41,6 +47,12 @@ class RobustClassifier(L.LightningModule):
         num_classes: number of classes; under ``lit-robust`` it is linked from the data.
         optimizer: builds the optimizer from the parameters (in YAML: ``class_path`` + ``init_args``).
         lr_scheduler: optional; builds a scheduler from the optimizer, stepped every epoch.
+        init_from: optional path of a checkpoint of any lit_robust defense (``.ckpt``) or of a
+            state-dict file (``torch.save(network.state_dict())``, or of a module holding the
+            network as ``network``): its network weights are loaded when training (or evaluation)
+            starts, unless a checkpoint of this model is restored; only the network's weights are
+            taken (no optimizer state, no hyperparameters). From the CLI:
+            ``--model.init_args.init_from path``. Defenses with their own ``__init__`` pass it on.
 
     Checkpoints made by ``lit-robust`` restore with ``Defense.load_from_checkpoint(path)``; for a
     model built in code, pass the live objects again: ``load_from_checkpoint(path, network=...)``.
@@ -52,6 +64,7 @@ class RobustClassifier(L.LightningModule):
         num_classes: int = 10,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        init_from: str | None = None,
     ):
         super().__init__()
         if not isinstance(network, nn.Module):
@@ -63,8 +76,11 @@ class RobustClassifier(L.LightningModule):
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.init_from = None if init_from is None else str(init_from)
+        self._weights_restored = False  # set once init_from is loaded or a checkpoint restored
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()  # per-sample mean, exact under DDP
 
     def _save_restorable_hyperparameters(self) -> None:
         """Save the init arguments that ``load_from_checkpoint`` can rebuild.
@@ -110,18 +126,21 @@ class RobustClassifier(L.LightningModule):
             self.log(f"train/{key}", value.detach(), prog_bar=key == "loss", batch_size=len(x))
         return terms["loss"]
 
-    def _evaluation_step(self, batch: Batch, stage: str, accuracy: MulticlassAccuracy) -> None:
+    def _evaluation_step(
+        self, batch: Batch, stage: str, accuracy: MulticlassAccuracy, loss: MeanMetric
+    ) -> None:
         x, y = batch
         logits = self(x)
         accuracy.update(logits, y)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(x))
+        loss.update(F.cross_entropy(logits, y, reduction="none"))
+        self.log(f"{stage}/loss", loss, batch_size=len(x))
         self.log(f"{stage}/acc", accuracy, prog_bar=True, batch_size=len(x))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluation_step(batch, "val", self.val_acc)
+        self._evaluation_step(batch, "val", self.val_acc, self.val_loss)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluation_step(batch, "test", self.test_acc)
+        self._evaluation_step(batch, "test", self.test_acc, self.test_loss)
 
     def predict_step(self, batch: Batch | Tensor, batch_idx: int) -> Tensor:
         """Predicted class of each image."""
@@ -130,7 +149,22 @@ class RobustClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------------------ setup checks
     def setup(self, stage: str) -> None:
-        """Check, before any work, that the network and the data agree on the number of classes."""
+        """Check, before any work, that the network and the data agree on the number of classes;
+        then load ``init_from`` (once, and not over a restored checkpoint)."""
+        self._check_data(stage)
+        if self.init_from and not self._weights_restored:
+            self.load_network_weights(self.init_from)
+
+    def load_network_weights(self, path: str | Path) -> None:
+        """Load the network weights of ``path`` (see ``init_from``) into ``self.network``."""
+        self.network.load_state_dict(load_network_state(path, self.network))
+        self._weights_restored = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The checkpoint's weights win: ``init_from`` is not loaded over them."""
+        self._weights_restored = True
+
+    def _check_data(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         data_classes = getattr(datamodule, "num_classes", None)
         if data_classes is not None and data_classes != self.num_classes:
@@ -154,8 +188,12 @@ class RobustClassifier(L.LightningModule):
             )
 
     # ------------------------------------------------------------------------------- optimizers
+    def optimizer_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters handed to the optimizer (all of them; a defense may leave some out)."""
+        return self.parameters()
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.optimizer_parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
@@ -174,3 +212,44 @@ def _is_plain(value: Any) -> bool:
     if isinstance(value, dict):
         return all(_is_plain(item) for item in value.values())
     return False
+
+
+def load_network_state(path: str | Path, network: nn.Module) -> dict[str, Tensor]:
+    """The state dict of ``network`` stored in ``path``, checked against ``network``'s own keys and shapes.
+
+    Accepted files: a Lightning checkpoint of any lit_robust defense (its ``state_dict`` entries under
+    ``network.``), a ``torch.save`` of a defense's or of the network's ``state_dict()``. Everything that
+    is not the network (metrics, optimizer state, hyperparameters) is ignored. Raises
+    ``FileNotFoundError`` when the file is missing and ``ValueError`` naming the missing, unexpected or
+    mis-shaped keys when it does not fit. Loading unpickles the file: only load files you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"init_from: no file at {str(path)!r} (absolute: {path.resolve()}); give a checkpoint of a "
+            "lit_robust defense (e.g. runs/<name>/version_0/checkpoints/last.ckpt) or a state-dict file"
+        )
+    stored = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(stored, Mapping) and isinstance(stored.get("state_dict"), Mapping):
+        stored = stored["state_dict"]
+    if not isinstance(stored, Mapping) or not all(isinstance(v, Tensor) for v in stored.values()):
+        raise ValueError(f"init_from {str(path)!r} holds neither a Lightning checkpoint nor a state dict")
+    prefix = "network."
+    if any(key.startswith(prefix) for key in stored):
+        stored = {key[len(prefix) :]: value for key, value in stored.items() if key.startswith(prefix)}
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    shapes = [
+        f"{key}: {tuple(stored[key].shape)} in the file, {tuple(value.shape)} in the network"
+        for key, value in expected.items()
+        if key in stored and stored[key].shape != value.shape
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"init_from {str(path)!r} does not fit the network ({type(network).__name__}): "
+            f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
+            f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}, "
+            f"shape mismatches {shapes[:8]}; build the same architecture as the one saved"
+        )
+    return dict(stored)

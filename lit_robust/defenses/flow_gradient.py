@@ -47,7 +47,7 @@ class FlowGradientRegularization(RobustClassifier):
         adversary: optional FGR + adversarial deformation training (the paper's best variant; its
             recipe is **unknown**): ``x~ = adversary(model, x, y)`` (e.g. ``FlowPGD`` with K = 7)
             replaces the random start, and both CE and ``R`` are taken at ``x~``. Default None.
-        num_classes, optimizer, lr_scheduler: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
 
     Logs ``train/ce``, ``train/flow_grad_reg`` (``R`` in the active convention, before ``lam``) and
     both conventions' values, ``train/flow_grad_sq_pix`` and ``train/flow_grad_sq_official``.
@@ -63,8 +63,9 @@ class FlowGradientRegularization(RobustClassifier):
         num_classes: int = 10,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        init_from: str | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler)
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
         if lam < 0:
             raise ValueError(f"lam must be >= 0, got {lam}")
         if convention not in CONVENTIONS:

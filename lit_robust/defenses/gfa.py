@@ -116,7 +116,7 @@ class GFA(RobustClassifier):
         input_center: ``c_in`` in pixel units: ``h_in = x - c_in``. 0.5 reproduces the paper's [-1, 1]
             inputs exactly (cosine is scale-free); 0 aligns with the raw pixels.
         eps_cos: floor of ``||g|| ||h||`` in the cosine (ours, 1e-12): a zero gradient gives ``c = 0``.
-        num_classes, optimizer, lr_scheduler: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
 
     Logs ``train/loss``, ``train/ce`` (or ``train/mse``), ``train/gfa_reg`` (``R_GFA``, unweighted by
     ``lam``), ``train/gfa_abs_cos`` (mean ``|c_t|`` over taps and batch), ``train/acc`` and the per-tap
@@ -142,8 +142,9 @@ class GFA(RobustClassifier):
         num_classes: int = 10,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        init_from: str | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler)
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
         if lam < 0:
             raise ValueError(f"lam must be >= 0, got {lam}")
         if penalty not in PENALTIES:

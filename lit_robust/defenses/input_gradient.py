@@ -33,7 +33,7 @@ class InputGradientRegularization(RobustClassifier):
         rs_sigma_px: random-start deformation before the loss, the std of a Gaussian flow in pixels
             (as :class:`~lit_robust.defenses.flow_gradient.FlowGradientRegularization`, for a
             controlled comparison). Default 0 (off); whether the paper used it is **unknown**.
-        num_classes, optimizer, lr_scheduler: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
     """
 
     def __init__(
@@ -45,8 +45,9 @@ class InputGradientRegularization(RobustClassifier):
         num_classes: int = 10,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        init_from: str | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler)
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
         if lam < 0:
             raise ValueError(f"lam must be >= 0, got {lam}")
         if norm not in NORMS:

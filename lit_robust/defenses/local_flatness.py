@@ -139,7 +139,7 @@ class LocalFlatnessRegularization(RobustClassifier):
         log_clean_grad_norm: also log the gradient norm at the clean point (``train/lfr_grad_norm_clean``)
             and ``train/lfr_inner_gain``; costs one plain backward through the clean graph per step
             (under 1% of a step at K = 40).
-        num_classes, optimizer, lr_scheduler: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
 
     Unknowns: the paper's text and tables were not retrieved. Everything above is the official code
     (``p="inf"``, ``q=1``, N(0, 0.001²) start, train-mode penalty, no adversarial training mixed in);
@@ -167,8 +167,9 @@ class LocalFlatnessRegularization(RobustClassifier):
         num_classes: int = 10,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        init_from: str | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler)
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
         p = str(p)
         check_inner_maximization(eps, alpha, steps, p, q, init_std)
         if lam < 0:

@@ -24,7 +24,7 @@ class TRADES(AdversarialTraining):
         network: the classifier (starts with ``Normalize``; inputs in [0, 1]).
         attack: the inner maximization, an attack with ``loss="kl"``.
         beta: weight of the robustness term (official: 1.0 on MNIST, 6.0 on CIFAR-10), >= 0.
-        num_classes, optimizer, lr_scheduler: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
 
     Logs ``train/ce`` (clean cross-entropy) and ``train/kl`` (unweighted). A kind of
     :class:`AdversarialTraining`: it shares the training attack, and replaces the loss.
@@ -38,8 +38,9 @@ class TRADES(AdversarialTraining):
         num_classes: int = 10,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        init_from: str | None = None,
     ):
-        super().__init__(network, attack, num_classes, optimizer, lr_scheduler)
+        super().__init__(network, attack, num_classes, optimizer, lr_scheduler, init_from)
         if getattr(attack, "loss", "kl") != "kl":
             raise ValueError(
                 f"TRADES' inner attack must maximize the KL divergence (loss='kl'), "

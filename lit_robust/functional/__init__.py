@@ -1,7 +1,13 @@
 """Pure tensor math shared by attacks and defenses (no Lightning)."""
 
 from lit_robust.functional.bpda import straight_through
-from lit_robust.functional.deepfool import DeepFoolResult, deepfool, deepfool_step
+from lit_robust.functional.deepfool import (
+    DeepFoolResult,
+    deepfool,
+    deepfool_rho,
+    deepfool_step,
+    relative_size,
+)
 from lit_robust.functional.flow import (
     gaussian_smooth,
     image_gradient,
@@ -14,11 +20,13 @@ from lit_robust.functional.flow import (
 __all__ = [
     "DeepFoolResult",
     "deepfool",
+    "deepfool_rho",
     "deepfool_step",
     "gaussian_smooth",
     "image_gradient",
     "normalized_to_pixels",
     "pixels_to_normalized",
+    "relative_size",
     "straight_through",
     "t_norm",
     "warp",

@@ -1,6 +1,7 @@
 """Network architectures; each starts with a :class:`Normalize` layer, so inputs are pixels in [0, 1]."""
 
 from lit_robust.models.bpda import BPDA
+from lit_robust.models.convnet import ConvNet
 from lit_robust.models.lenet import LeNet
 from lit_robust.models.mlp import MLP
 from lit_robust.models.normalize import Normalize
@@ -14,9 +15,15 @@ from lit_robust.models.wide_resnet import WideResNet
 
 __all__ = [
     "BPDA",
-    "CifarResNet",
-    "LeNet",
     "MLP",
+    "VGG",
+    "VGG11",
+    "VGG13",
+    "VGG16",
+    "VGG19",
+    "CifarResNet",
+    "ConvNet",
+    "LeNet",
     "Normalize",
     "PreActResNet",
     "PreActResNet18",
@@ -25,11 +32,6 @@ __all__ = [
     "SmallCNN",
     "Taps",
     "TorchvisionModel",
-    "VGG",
-    "VGG11",
-    "VGG13",
-    "VGG16",
-    "VGG19",
     "WideResNet",
     "disable_inplace",
 ]

@@ -15,13 +15,20 @@ from lit_robust.defenses import (
     GFA,
     TRADES,
     AdversarialTraining,
+    DeepDefense,
     FlowGradientRegularization,
     InputGradientRegularization,
     LocalFlatnessRegularization,
     RobustClassifier,
     StandardTraining,
 )
-from tests.conftest import NUM_CLASSES, assert_every_parameter_has_a_gradient, tiny_cnn, tiny_data
+from tests.conftest import (
+    NUM_CLASSES,
+    assert_every_parameter_has_a_gradient,
+    quick_trainer,
+    tiny_cnn,
+    tiny_data,
+)
 
 DEFENSES = {
     StandardTraining: {},
@@ -31,6 +38,7 @@ DEFENSES = {
     InputGradientRegularization: {"lam": 1.0},
     FlowGradientRegularization: {"lam": 1.0},
     LocalFlatnessRegularization: {"eps": 0.1, "alpha": 0.05, "steps": 2},
+    DeepDefense: {},
 }
 
 
@@ -45,12 +53,7 @@ def test_every_exported_defense_is_covered():
 
 
 def trainer(tmp_path, **kwargs) -> L.Trainer:
-    defaults = dict(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
-        enable_progress_bar=False, enable_model_summary=False, inference_mode=False,
-        default_root_dir=tmp_path,
-    )  # fmt: skip
-    return L.Trainer(**{**defaults, **kwargs})
+    return quick_trainer(tmp_path, **{"inference_mode": False, **kwargs})
 
 
 @pytest.mark.parametrize("cls", DEFENSES, ids=lambda c: c.__name__)
@@ -89,6 +92,18 @@ def test_checkpoint_round_trip(cls, tmp_path):
     model.eval()
     restored.eval()
     torch.testing.assert_close(restored(x), model(x))
+
+
+@pytest.mark.parametrize("cls", DEFENSES, ids=lambda c: c.__name__)
+def test_init_from_fine_tunes_the_network_of_another_defense(cls, tmp_path):
+    reference = StandardTraining(network=tiny_cnn(seed=1), num_classes=NUM_CLASSES)
+    fit = trainer(tmp_path, enable_checkpointing=False)
+    fit.fit(reference, datamodule=tiny_data())
+    fit.save_checkpoint(tmp_path / "reference.ckpt")
+    model = make(cls, init_from=str(tmp_path / "reference.ckpt"))
+    model.setup("fit")
+    for key, value in reference.network.state_dict().items():
+        torch.testing.assert_close(model.network.state_dict()[key], value, msg=key)
 
 
 def test_num_classes_disagreement_is_a_clear_error(tmp_path):

@@ -1,0 +1,56 @@
+"""The CIFAR-10 "ConvNet" of Deep Defense (Yan, Guo, Zhang, NeurIPS 2018, arXiv 1803.00404).
+
+MatConvNet's CIFAR-10 LeNet-like network (``cifar10-convnet``), the reference model that DeepFool
+(CVPR 2016, Table 1: 22.6% test error) and Deep Defense fine-tune, rebuilt as in the official
+``ZiangYan/deepdefense.pytorch`` (``models/cifar10.py``): 5 convolutions and no fully connected layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from lit_robust.models.normalize import Normalize
+
+
+class ConvNet(nn.Module):
+    """``conv5(3->32, pad 2) - maxpool2 - ReLU - conv5(32->32, pad 2) - ReLU - avgpool2 -
+    conv5(32->64, pad 2) - ReLU - avgpool2 - conv4(64->64) - ReLU - conv1(64->num_classes)``.
+
+    On 32 x 32 images the spatial sizes are 32 -> 16 -> 16 -> 8 -> 8 -> 4 -> 1, so the last 1 x 1
+    convolution gives the logits directly. Note the max pooling *before* the first ReLU, as in
+    the original. Weights start Kaiming-normal (fan-in) and biases at zero, as the official code.
+    About 0.145 M parameters.
+
+    Args:
+        num_classes: number of output logits.
+        in_channels: image channels (3 for CIFAR-10).
+        mean, std: per-channel normalization statistics in pixel units (the paper used MatConvNet
+            contrast normalization and ZCA whitening, which we do not reproduce: see
+            ``papers/deep_defense.md`` (d) 4).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        mean: float | Sequence[float] = 0.0,
+        std: float | Sequence[float] = 1.0,
+    ):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Conv2d(64, 64, 4), nn.ReLU(),
+            nn.Conv2d(64, num_classes, 1),
+        )  # fmt: skip
+        for module in self.features:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(self.normalize(x)).flatten(1)
