@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -38,6 +39,15 @@ def tiny_cnn(num_classes: int = NUM_CLASSES, channels: int = 1, seed: int = 0) -
         nn.Dropout(0.1),
         nn.Linear(8 * 6 * 6, num_classes),
     )
+
+
+def quick_trainer(tmp_path, **overrides) -> L.Trainer:
+    """A quiet CPU Trainer for one short epoch (2 training batches, 1 validation batch), no logger."""
+    defaults = dict(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    return L.Trainer(**{**defaults, **overrides})
 
 
 def tiny_data(**overrides) -> SyntheticDataModule:

@@ -12,16 +12,11 @@ from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.gfa import GFA
 from lit_robust.functional.alignment import per_sample_cosine
 from lit_robust.models.taps import Taps
-from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+from tests.conftest import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
 
 
 def trainer(tmp_path, callback, **kwargs) -> L.Trainer:
-    defaults = dict(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        default_root_dir=tmp_path, callbacks=[callback],
-    )  # fmt: skip
-    return L.Trainer(**{**defaults, **kwargs})
+    return quick_trainer(tmp_path, **{"enable_checkpointing": False, "callbacks": [callback], **kwargs})
 
 
 def _reference_value(network, x, y):

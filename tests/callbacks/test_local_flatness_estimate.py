@@ -9,16 +9,11 @@ import torch.nn.functional as F
 
 from lit_robust.callbacks.local_flatness import LocalFlatness
 from lit_robust.defenses import LocalFlatnessRegularization, StandardTraining
-from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+from tests.conftest import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
 
 
 def trainer(tmp_path, callback, **kwargs) -> L.Trainer:
-    defaults = dict(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        default_root_dir=tmp_path, callbacks=[callback],
-    )  # fmt: skip
-    return L.Trainer(**{**defaults, **kwargs})
+    return quick_trainer(tmp_path, **{"enable_checkpointing": False, "callbacks": [callback], **kwargs})
 
 
 def _reference_l1_norms(network, x, y):

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from lit_robust.attacks import FGSM, PGD, Attack, ThreatModel
 from lit_robust.callbacks import RobustnessEvaluation, robust_flags, seeded_subset
 from lit_robust.defenses import StandardTraining
-from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+from tests.conftest import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
 
 
 class PixelClassifier(nn.Module):
@@ -89,12 +89,10 @@ def test_seeded_subset_is_deterministic_and_bounded():
 
 
 def trainer(tmp_path, callback, **kwargs) -> L.Trainer:
-    defaults = dict(
-        max_epochs=1, limit_train_batches=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, inference_mode=False,
-        default_root_dir=tmp_path, callbacks=[callback],
-    )  # fmt: skip
-    return L.Trainer(**{**defaults, **kwargs})
+    settings = dict(
+        limit_val_batches=1.0, enable_checkpointing=False, inference_mode=False, callbacks=[callback]
+    )
+    return quick_trainer(tmp_path, **{**settings, **kwargs})
 
 
 ATTACKS = [FGSM(0.2), PGD(0.2, steps=3, random_start="none")]
