@@ -31,7 +31,9 @@ from lit_robust.defenses import (
 )
 from lit_robust.models import SmallCNN
 
-MNIST = (0.1307, 0.3081)
+MNIST = {"mean": 0.1307, "std": 0.3081}
+# GFA's networks start with PyTorch's default head: SmallCNN's zero-initialized head collapses it
+GFA_NET = {**MNIST, "zero_init_head": False}
 
 
 def adam(parameters):
@@ -42,17 +44,18 @@ def sgd(parameters):
     return torch.optim.SGD(parameters, lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 
-# name -> (defense factory, optimizer, Normalize mean/std)
-CONFIGURATIONS: dict[str, tuple[Callable, Callable, tuple[float, float]]] = {
+# name -> (defense factory, optimizer, SmallCNN arguments)
+CONFIGURATIONS: dict[str, tuple[Callable, Callable, dict]] = {
     "standard": (lambda net: StandardTraining(net), adam, MNIST),
     "input_gradient_lam10": (lambda net: InputGradientRegularization(net, lam=10.0), adam, MNIST),
     "flow_gradient": (lambda net: FlowGradientRegularization(net), adam, MNIST),
-    "gfa_deep_lam1": (lambda net: GFA(net, lam=1.0), adam, MNIST),
-    "gfa_deep_lam0.1": (lambda net: GFA(net, lam=0.1), adam, MNIST),
-    "gfa_deep_lam10": (lambda net: GFA(net, lam=10.0), adam, MNIST),
-    "gfa_deep_lam1_sgd": (lambda net: GFA(net, lam=1.0), sgd, (0.5, 0.5)),
-    "gfa_first": (lambda net: GFA(net, taps="first", lam=1.0), adam, MNIST),
-    "gfa_deep_mse": (lambda net: GFA(net, lam=1.0, task_loss="mse"), adam, (0.5, 0.5)),
+    "gfa_deep_lam0.1": (lambda net: GFA(net, lam=0.1), adam, GFA_NET),
+    "gfa_deep_lam1": (lambda net: GFA(net, lam=1.0), adam, GFA_NET),
+    "gfa_deep_lam10": (lambda net: GFA(net, lam=10.0), adam, GFA_NET),
+    "gfa_deep_lam1_zero_head": (lambda net: GFA(net, lam=1.0), adam, MNIST),
+    "gfa_deep_lam1_sgd": (lambda net: GFA(net, lam=1.0), sgd, {**GFA_NET, "mean": 0.5, "std": 0.5}),
+    "gfa_first_lam1": (lambda net: GFA(net, taps="first", lam=1.0), adam, GFA_NET),
+    "gfa_deep_mse_lam1": (lambda net: GFA(net, lam=1.0, task_loss="mse"), adam, GFA_NET),
     # the official K = 40 steps of 0.01 cost 40 double backprops a step: 5 steps of 0.08 here
     "local_flatness_k5": (
         lambda net: LocalFlatnessRegularization(net, eps=0.3, alpha=0.08, steps=5, lam=0.02),
@@ -65,9 +68,9 @@ ATTACKS = [PGD(0.1, steps=10), PGD(0.2, steps=10), FlowPGD(0.5, steps=20, units=
 
 def train(name: str, datamodule: MNISTSampleDataModule) -> RobustClassifier:
     """The configuration ``name`` trained for 2 epochs on ``datamodule`` from seed 0, in eval mode."""
-    make, optimizer, (mean, std) = CONFIGURATIONS[name]
+    make, optimizer, network = CONFIGURATIONS[name]
     L.seed_everything(0, verbose=False)
-    model = make(SmallCNN(mean=mean, std=std))
+    model = make(SmallCNN(**network))
     model.optimizer_factory = optimizer
     trainer = L.Trainer(
         max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -9,6 +9,7 @@ there is an option here, with our default; none of them is claimed to be the pap
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -192,6 +193,18 @@ class GFA(RobustClassifier):
         reg = sum(w * p for w, p in zip(weights, penalties, strict=True)) / sum(weights)
         task = per_sample.mean()
         abs_cos = {name: c.detach().abs().mean() for name, c in cosines.items()}
+        if (
+            self.lam > 0
+            and self.training
+            and self.global_step == 0
+            and not any(v > 0 for v in abs_cos.values())
+        ):
+            warnings.warn(
+                "GFA: every tap's loss gradient is zero at the first step (a zero-initialized last layer?), "
+                "so the alignment penalty steers the first updates and training can collapse to chance "
+                "accuracy; start the last layer at random (SmallCNN(zero_init_head=False))",
+                stacklevel=2,
+            )
         return {
             "loss": task + self.lam * reg,
             self.task_loss: task,

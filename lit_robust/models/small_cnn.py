@@ -22,6 +22,10 @@ class SmallCNN(nn.Module):
         input_size: image height = width in pixels (28 for MNIST, 32 for CIFAR-10).
         dropout: dropout probability after ``fc1`` (TRADES: 0.5).
         mean, std: per-channel normalization statistics in pixel units.
+        zero_init_head: start the last layer at zero (TRADES, local flatness). Turn it off for GFA:
+            with a zero head every layer's loss gradient is zero at the start, the alignment penalty
+            dominates the first steps and training collapses to chance accuracy (measured:
+            ``benchmarks/short_run_robustness.py``); off, PyTorch's default initialization.
     """
 
     def __init__(
@@ -32,6 +36,7 @@ class SmallCNN(nn.Module):
         dropout: float = 0.0,
         mean: float | Sequence[float] = 0.0,
         std: float | Sequence[float] = 1.0,
+        zero_init_head: bool = True,
     ):
         super().__init__()
         side = ((input_size - 4) // 2 - 4) // 2
@@ -54,8 +59,14 @@ class SmallCNN(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
-        nn.init.zeros_(self.classifier[-1].weight)
-        nn.init.zeros_(self.classifier[-1].bias)
+        if zero_init_head:
+            nn.init.zeros_(self.classifier[-1].weight)
+            nn.init.zeros_(self.classifier[-1].bias)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The 200-dimensional activations (after the second ``fc200`` and ReLU) that the last layer maps
+        to logits, shape ``(B, 200)``; the WNLL defense's backbone interface."""
+        return self.classifier[:-1](self.features(self.normalize(x)))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(self.normalize(x)))
+        return self.classifier[-1](self.forward_features(x))

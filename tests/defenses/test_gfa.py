@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -361,3 +362,17 @@ def test_minimizing_the_regularizer_raises_the_alignment_on_a_fixed_batch():
         optimizer.step()
     after = model.compute_loss(x, y)["gfa_abs_cos"]
     assert after > before + 0.3, (before, after)
+
+
+def test_a_zero_initialized_head_is_warned_about_at_the_first_step():
+    """A zero last layer makes every tap's gradient zero: the warning names the cause and the fix."""
+    x, y = next(iter(tiny_data().train_dataloader()))
+    network = tiny_cnn()
+    torch.nn.init.zeros_(network[-1].weight)
+    model = GFA(network=network, lam=1.0, num_classes=NUM_CLASSES)
+    model.train()
+    with pytest.warns(UserWarning, match="zero_init_head=False"):
+        model.compute_loss(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GFA(network=tiny_cnn(), lam=1.0, num_classes=NUM_CLASSES).train().compute_loss(x, y)
