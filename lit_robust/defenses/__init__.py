@@ -9,10 +9,12 @@ from lit_robust.defenses.input_gradient import InputGradientRegularization
 from lit_robust.defenses.local_flatness import LocalFlatnessRegularization
 from lit_robust.defenses.standard import StandardTraining
 from lit_robust.defenses.trades import TRADES
+from lit_robust.defenses.wnll import WNLL
 
 __all__ = [
     "GFA",
     "TRADES",
+    "WNLL",
     "AdversarialTraining",
     "DeepDefense",
     "FlowGradientRegularization",

@@ -16,8 +16,17 @@ from lit_robust.functional.flow import (
     t_norm,
     warp,
 )
+from lit_robust.functional.total_variation import total_variation, tv_inpaint, tv_inpainting_objective
+from lit_robust.functional.wnll import knn_weights, wnll_scores, wnll_straight_through, wnll_system
 
 __all__ = [
+    "knn_weights",
+    "total_variation",
+    "tv_inpaint",
+    "tv_inpainting_objective",
+    "wnll_scores",
+    "wnll_straight_through",
+    "wnll_system",
     "DeepFoolResult",
     "deepfool",
     "deepfool_rho",

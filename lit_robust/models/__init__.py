@@ -10,10 +10,13 @@ from lit_robust.models.resnet_cifar import CifarResNet, ResNet20, ResNet56
 from lit_robust.models.small_cnn import SmallCNN
 from lit_robust.models.taps import Taps
 from lit_robust.models.torchvision_model import TorchvisionModel, disable_inplace
+from lit_robust.models.transforms import EOT, TotalVariationMinimization
 from lit_robust.models.vgg import VGG, VGG11, VGG13, VGG16, VGG19
 from lit_robust.models.wide_resnet import WideResNet
 
 __all__ = [
+    "EOT",
+    "TotalVariationMinimization",
     "BPDA",
     "MLP",
     "VGG",

@@ -14,6 +14,7 @@ from lit_robust.attacks import PGD
 from lit_robust.defenses import (
     GFA,
     TRADES,
+    WNLL,
     AdversarialTraining,
     DeepDefense,
     FlowGradientRegularization,
@@ -22,6 +23,7 @@ from lit_robust.defenses import (
     RobustClassifier,
     StandardTraining,
 )
+from lit_robust.defenses.wnll import WNLLNetwork
 from tests.conftest import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
@@ -39,11 +41,17 @@ DEFENSES = {
     FlowGradientRegularization: {"lam": 1.0},
     LocalFlatnessRegularization: {"eps": 0.1, "alpha": 0.05, "steps": 2},
     DeepDefense: {},
+    WNLL: {"feature_dim": NUM_CLASSES, "k": 3, "k_sigma": 2, "stage_b_templates": 8, "query_batch_size": 16},
 }
 
 
+def network_arguments(cls, seed: int = 0) -> dict:
+    """WNLL takes a feature ``backbone`` (here the tiny CNN's logits as 4-d features), the rest a network."""
+    return {"backbone": tiny_cnn(seed=seed)} if cls is WNLL else {"network": tiny_cnn(seed=seed)}
+
+
 def make(cls, **overrides) -> RobustClassifier:
-    return cls(network=tiny_cnn(), num_classes=NUM_CLASSES, **{**DEFENSES[cls], **overrides})
+    return cls(**network_arguments(cls), num_classes=NUM_CLASSES, **{**DEFENSES[cls], **overrides})
 
 
 def test_every_exported_defense_is_covered():
@@ -84,19 +92,25 @@ def test_checkpoint_round_trip(cls, tmp_path):
     fit = trainer(tmp_path)
     fit.fit(model, datamodule=tiny_data())
     path = fit.checkpoint_callback.best_model_path
-    restored = cls.load_from_checkpoint(path, network=tiny_cnn(seed=1), **DEFENSES[cls])
+    restored = cls.load_from_checkpoint(path, **network_arguments(cls, seed=1), **DEFENSES[cls])
     assert type(restored) is cls
     for key, value in model.state_dict().items():
         torch.testing.assert_close(restored.state_dict()[key], value, msg=key)
     x = tiny_data().test_set.tensors[0]
     model.eval()
     restored.eval()
+    if cls is WNLL:  # predicts against templates drawn (with its seed) from the training data
+        for candidate in (model, restored):
+            candidate.load_templates(tiny_data())
     torch.testing.assert_close(restored(x), model(x))
 
 
 @pytest.mark.parametrize("cls", DEFENSES, ids=lambda c: c.__name__)
 def test_init_from_fine_tunes_the_network_of_another_defense(cls, tmp_path):
-    reference = StandardTraining(network=tiny_cnn(seed=1), num_classes=NUM_CLASSES)
+    network = tiny_cnn(seed=1)
+    if cls is WNLL:  # its network is backbone + buffer + head: a softmax run of the same network
+        network = WNLLNetwork(network, feature_dim=NUM_CLASSES, num_classes=NUM_CLASSES)
+    reference = StandardTraining(network=network, num_classes=NUM_CLASSES)
     fit = trainer(tmp_path, enable_checkpointing=False)
     fit.fit(reference, datamodule=tiny_data())
     fit.save_checkpoint(tmp_path / "reference.ckpt")
