@@ -26,9 +26,10 @@ PACKAGES = ("lit-robust", "torch", "lightning", "torchmetrics", "advertorch", "p
 def attack_settings(attack: Attack) -> dict[str, Any]:
     """An attack's class, name, threat model and plain hyperparameters (what reproduces it)."""
     settings: dict[str, Any] = {"name": attack.name, "class": type(attack).__name__}
+    settings["short_name"] = attack.short_name
     settings["threat_model"] = attack.threat_model.value
     for key, value in vars(attack).items():
-        if key.startswith("_"):
+        if key.startswith("_") or key in settings:  # wrappers copy short_name / threat_model per instance
             continue
         if isinstance(value, Attack):
             settings[key] = attack_settings(value)
@@ -53,13 +54,14 @@ def evaluation_settings(callback: SubsetEvaluation) -> dict[str, Any]:
 
 
 def eps_curves(evaluations: list[dict[str, Any]], metrics: dict[str, float]) -> dict[str, list[list[float]]]:
-    """Robust accuracy against eps for every attack family evaluated at two or more budgets."""
+    """Robust accuracy against eps for every attack family (short name and threat model, so wrapped
+    variants such as ``_surrogate`` and ``_exact`` stay apart) evaluated at two or more budgets."""
     curves: dict[str, set[tuple[float, float]]] = defaultdict(set)
     for evaluation in evaluations:
         for attack in evaluation["attacks"]:
             value = metrics.get(f"test/robust_acc/{attack['name']}")
             if attack.get("eps") is not None and value is not None:
-                family = f"{attack['class']}_{attack['threat_model']}"
+                family = f"{attack['short_name']}_{attack['threat_model']}"
                 curves[family].add((attack["eps"], value))
     return {family: [list(p) for p in sorted(points)] for family, points in curves.items() if len(points) > 1}
 

@@ -1,0 +1,25 @@
+"""The report's attack settings and eps curves (the rest is exercised end to end in test_cli.py)."""
+
+from __future__ import annotations
+
+import json
+
+from lit_robust.attacks import PGD, Transfer
+from lit_robust.report import attack_settings, eps_curves
+from tests.conftest import tiny_cnn
+
+
+def test_wrapped_attacks_report_their_threat_model_as_plain_text():
+    settings = attack_settings(Transfer(PGD(0.1, steps=2), source=tiny_cnn(), source_name="softmax"))
+    assert settings["threat_model"] == "linf" and settings["short_name"] == "transfer_softmax"
+    assert settings["attack"]["short_name"] == "pgd"
+    json.dumps(settings)  # plain values only
+
+
+def test_eps_curves_keep_attack_families_apart():
+    plain = [attack_settings(PGD(eps, steps=2)) for eps in (0.1, 0.2)]
+    wrapped = [attack_settings(Transfer(PGD(eps, steps=2), source=tiny_cnn())) for eps in (0.1, 0.2)]
+    values = (0.8, 0.5, 0.9, 0.7)
+    metrics = {f"test/robust_acc/{s['name']}": v for s, v in zip(plain + wrapped, values, strict=True)}
+    curves = eps_curves([{"attacks": plain + wrapped}], metrics)
+    assert curves == {"pgd_linf": [[0.1, 0.8], [0.2, 0.5]], "transfer_source_linf": [[0.1, 0.9], [0.2, 0.7]]}
