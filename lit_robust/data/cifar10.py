@@ -10,6 +10,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity
 
 from lit_robust.data.base import ImageDataModule, TransformedSubset, require_files, seeded_split
+from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD
 
 ARCHIVE = "cifar-10-python.tar.gz"
 NUM_TRAIN = 50000
@@ -34,8 +35,8 @@ class CIFAR10DataModule(ImageDataModule):
     """
 
     num_classes = 10
-    mean = (0.4914, 0.4822, 0.4465)
-    std = (0.2471, 0.2435, 0.2616)
+    mean = CIFAR10_MEAN
+    std = CIFAR10_STD
     input_shape = (3, 32, 32)
 
     def __init__(

@@ -11,6 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+# per-channel statistics of the CIFAR-10 training images, pixel units: the CIFAR models' defaults
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+
 
 class Normalize(nn.Module):
     """``y = (x - mean) / std`` per channel, with ``mean`` and ``std`` stored as buffers.

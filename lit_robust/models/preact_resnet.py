@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import Normalize
+from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
 
 
 class PreActBlock(nn.Module):
@@ -75,8 +75,8 @@ class PreActResNet(nn.Module):
         self,
         num_blocks: Sequence[int] = (2, 2, 2, 2),
         num_classes: int = 10,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
     ):
         super().__init__()
         num_blocks = tuple(num_blocks)
@@ -112,8 +112,8 @@ class PreActResNet18(PreActResNet):
     def __init__(
         self,
         num_classes: int = 10,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
     ):
         super().__init__((2, 2, 2, 2), num_classes, mean, std)
 

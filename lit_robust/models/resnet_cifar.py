@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import Normalize
+from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
 
 SHORTCUTS = ("A", "B")
 
@@ -107,8 +107,8 @@ class CifarResNet(nn.Module):
         self,
         depth: int = 20,
         num_classes: int = 10,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
         shortcut: str = "A",
     ):
         super().__init__()
@@ -148,8 +148,8 @@ class ResNet20(CifarResNet):
     def __init__(
         self,
         num_classes: int = 10,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
         shortcut: str = "A",
     ):
         super().__init__(20, num_classes, mean, std, shortcut)
@@ -165,8 +165,8 @@ class ResNet56(CifarResNet):
     def __init__(
         self,
         num_classes: int = 10,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
         shortcut: str = "A",
     ):
         super().__init__(56, num_classes, mean, std, shortcut)

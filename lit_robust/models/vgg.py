@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import Normalize
+from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
 
 # Channels of each 3x3 convolution, "M" for 2x2 max pooling (Simonyan & Zisserman, Table 1).
 CONFIGS: dict[int, str] = {
@@ -60,8 +60,8 @@ class VGG(nn.Module):
         self,
         depth: int = 16,
         num_classes: int = 10,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
     ):
         super().__init__()
         if depth not in CONFIGS:
@@ -99,8 +99,8 @@ class VGG11(VGG):
     def __init__(
         self,
         num_classes: int = 10,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
     ):
         super().__init__(11, num_classes, mean, std)
 
@@ -115,8 +115,8 @@ class VGG13(VGG):
     def __init__(
         self,
         num_classes: int = 10,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
     ):
         super().__init__(13, num_classes, mean, std)
 
@@ -131,8 +131,8 @@ class VGG16(VGG):
     def __init__(
         self,
         num_classes: int = 10,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
     ):
         super().__init__(16, num_classes, mean, std)
 
@@ -147,7 +147,7 @@ class VGG19(VGG):
     def __init__(
         self,
         num_classes: int = 10,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
     ):
         super().__init__(19, num_classes, mean, std)

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import Normalize
+from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
 
 
 class WideBasicBlock(nn.Module):
@@ -82,8 +82,8 @@ class WideResNet(nn.Module):
         widen_factor: int = 10,
         num_classes: int = 10,
         dropout: float = 0.0,
-        mean: float | Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: float | Sequence[float] = (0.2471, 0.2435, 0.2616),
+        mean: float | Sequence[float] = CIFAR10_MEAN,
+        std: float | Sequence[float] = CIFAR10_STD,
     ):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6 != 0:
