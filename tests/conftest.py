@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from lit_robust.data import SyntheticDataModule
@@ -16,6 +18,24 @@ torch.set_num_threads(1)  # tiny models: threads cost more than they give on two
 
 NUM_CLASSES = 4
 SHAPE = (1, 12, 12)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_args(*configs: str | Path) -> list[str]:
+    """``--config a --config b ...``; a string names ``configs/<string>.yaml`` (``"model/gfa"``)."""
+    paths = [CONFIGS / f"{config}.yaml" if isinstance(config, str) else config for config in configs]
+    return [arg for path in paths for arg in ("--config", str(path))]
+
+
+def logged_scalars(log_dir: Path) -> dict[str, list[float]]:
+    """Every scalar TensorBoard holds under ``log_dir``: tag -> logged values, in order."""
+    logged: dict[str, list[float]] = {}
+    for event_file in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            logged.setdefault(tag, []).extend(event.value for event in accumulator.Scalars(tag))
+    return logged
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_robust.cli import LitRobustCLI, main
 from lit_robust.defenses import AdversarialTraining
+from tests.conftest import CONFIGS, config_args, logged_scalars
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 COMPLETE = [CONFIGS / "quickstart.yaml", *sorted((CONFIGS / "experiments").glob("*.yaml"))]
 GROUPS = sorted(p for group in ("data", "model", "trainer", "eval") for p in (CONFIGS / group).glob("*.yaml"))
 BASE = [CONFIGS / "data" / "synthetic.yaml", CONFIGS / "model" / "standard.yaml"]
@@ -25,11 +24,6 @@ FAST = [  # shrink the quickstart to seconds
     "--model.init_args.attack.init_args.steps=1",
     "--robustness.num_samples=24",
 ]
-
-
-def config_args(*paths: Path) -> list[str]:
-    """``--config a --config b ...``; with ``run=False`` the CLI takes no subcommand."""
-    return [arg for path in paths for arg in ("--config", str(path))]
 
 
 @pytest.fixture(autouse=True)
@@ -62,15 +56,6 @@ def test_print_config(capsys):
     assert "lit_robust.defenses.AdversarialTraining" in printed and "inference_mode: false" in printed
 
 
-def scalars(log_dir: Path) -> set[str]:
-    tags = set()
-    for event_file in log_dir.rglob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    return tags
-
-
 @pytest.mark.slow
 def test_fit_then_test_on_the_sample(capsys):
     main(["fit", *config_args(CONFIGS / "quickstart.yaml"), *FAST])
@@ -78,16 +63,16 @@ def test_fit_then_test_on_the_sample(capsys):
     assert "robust accuracy, pgd_linf_0.1" in out and "worst case over all attacks" in out
     checkpoints = sorted(Path("runs/quickstart").rglob("best-*.ckpt"))
     assert len(checkpoints) == 1 and checkpoints[0].name in out
-    assert {"train/loss", "train/adv_ce", "val/acc", "val/robust_acc/pgd_linf_0.1"} <= scalars(
+    assert {"train/loss", "train/adv_ce", "val/acc", "val/robust_acc/pgd_linf_0.1"} <= logged_scalars(
         Path("runs/quickstart/version_0")
-    )
-    assert {"test/acc", "test/robust_acc/fgsm_linf_0.1", "test/worst_case_acc"} <= scalars(
+    ).keys()
+    assert {"test/acc", "test/robust_acc/fgsm_linf_0.1", "test/worst_case_acc"} <= logged_scalars(
         Path("runs/quickstart/version_0")
-    )
+    ).keys()
 
     main(["test", *config_args(CONFIGS / "quickstart.yaml"), *FAST, "--ckpt_path", str(checkpoints[0])])
     assert "robust accuracy, fgsm_linf_0.1" in capsys.readouterr().out
-    assert "test/robust_acc/pgd_linf_0.1" in scalars(Path("runs/quickstart/version_1"))
+    assert "test/robust_acc/pgd_linf_0.1" in logged_scalars(Path("runs/quickstart/version_1"))
     report = json.loads(Path("runs/quickstart/version_1/report.json").read_text())
     expected = {"clean_acc", "robust_acc", "worst_case_acc", "eps_curves", "minimal_perturbation", "masking"}
     assert expected | {"evaluations", "seed", "versions", "checkpoint"} <= set(report)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from lit_robust.attacks import PGD, Transfer
 from lit_robust.cli import LitRobustCLI
-from tests.conftest import tiny_cnn
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from tests.conftest import config_args, tiny_cnn
 
 
 def test_examples_come_from_the_source(trained_tiny):
@@ -27,8 +23,8 @@ def test_examples_come_from_the_source(trained_tiny):
 
 def test_source_from_a_lit_robust_checkpoint(tmp_path, monkeypatch, trained_tiny):
     monkeypatch.chdir(tmp_path)
-    configs = [CONFIGS / f for f in ("data/synthetic.yaml", "model/standard.yaml", "trainer/debug.yaml")]
-    args = ["fit", *[a for c in configs for a in ("--config", str(c))], "--trainer.enable_progress_bar=false"]
+    args = ["fit", *config_args("data/synthetic", "model/standard", "trainer/debug")]
+    args.append("--trainer.enable_progress_bar=false")
     cli = LitRobustCLI(args=args)
     checkpoint = cli.trainer.checkpoint_callback.best_model_path
     transfer = Transfer(PGD(0.1, steps=2, random_start="none"), source_checkpoint=checkpoint)

@@ -24,12 +24,11 @@ from lit_robust.models.lenet import LeNet
 from tests.conftest import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
+    config_args,
     quick_trainer,
     tiny_cnn,
     tiny_data,
 )
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 # ------------------------------------------------------------------------------ naive reference
@@ -308,8 +307,7 @@ def test_init_from_on_the_command_line(tmp_path, monkeypatch):
     network = LeNet(mean=[0.1307], std=[0.3081], conv_channels=(20, 50), hidden=(500,), first_padding=0,
                     conv_activation=False)  # fmt: skip
     torch.save(StandardTraining(network).state_dict(), tmp_path / "reference.pt")
-    groups = [CONFIGS / "data" / "synthetic.yaml", CONFIGS / "model" / "deep_defense.yaml"]
-    args = [arg for path in groups for arg in ("--config", str(path))]
+    args = config_args("data/synthetic", "model/deep_defense")
     args += ["--trainer.limit_val_batches=1", "--trainer.logger=false"]
     cli = LitRobustCLI(args=[*args, "--model.init_args.init_from", str(tmp_path / "reference.pt")], run=False)
     assert isinstance(cli.model, DeepDefense) and cli.model.lam == 15.0

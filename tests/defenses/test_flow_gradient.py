@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from lit_robust.attacks import FlowPGD
@@ -18,11 +15,11 @@ from tests.conftest import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
     assert_same_step_as_standard_training,
+    config_args,
+    logged_scalars,
     tiny_cnn,
     tiny_data,
 )
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def ringed_batch():
@@ -118,18 +115,8 @@ def test_bad_arguments_are_clear_errors():
         FlowGradientRegularization(network=tiny_cnn(), adversary="flow_pgd")
 
 
-def scalars(log_dir: Path) -> set[str]:
-    tags = set()
-    for event_file in log_dir.rglob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    return tags
-
-
 def test_cli_fit_on_the_sample_logs_the_regularizer(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    groups = ("data/mnist_sample", "model/flow_gradient", "trainer/debug", "eval/smoke")
-    main(["fit", *(arg for g in groups for arg in ("--config", str(CONFIGS / f"{g}.yaml")))])
+    main(["fit", *config_args("data/mnist_sample", "model/flow_gradient", "trainer/debug", "eval/smoke")])
     expected = {"train/ce", "train/flow_grad_reg", "train/flow_grad_sq_pix", "train/flow_grad_sq_official"}
-    assert expected | {"train/loss", "val/acc"} <= scalars(tmp_path / "runs")
+    assert expected | {"train/loss", "val/acc"} <= logged_scalars(tmp_path / "runs").keys()

@@ -5,13 +5,11 @@ from __future__ import annotations
 import copy
 import pickle
 import warnings
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from lit_robust.cli import main
@@ -19,9 +17,14 @@ from lit_robust.defenses.gfa import GFA
 from lit_robust.functional.alignment import alignment_penalty, per_sample_cosine
 from lit_robust.models import Normalize, SmallCNN
 from lit_robust.models.taps import Taps
-from tests.conftest import NUM_CLASSES, assert_every_parameter_has_a_gradient, tiny_cnn, tiny_data
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from tests.conftest import (
+    NUM_CLASSES,
+    assert_every_parameter_has_a_gradient,
+    config_args,
+    logged_scalars,
+    tiny_cnn,
+    tiny_data,
+)
 
 
 def hook_count(network: nn.Module) -> int:
@@ -339,13 +342,8 @@ def test_checkpoint_round_trip_still_records_taps(tmp_path):
 
 def test_cli_fit_on_the_mnist_sample_logs_the_regularizer(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    configs = ["data/mnist_sample.yaml", "model/gfa.yaml", "trainer/debug.yaml", "eval/smoke.yaml"]
-    main(["fit", *(arg for c in configs for arg in ("--config", str(CONFIGS / c)))])
-    tags = set()
-    for event_file in tmp_path.glob("runs/**/events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
+    main(["fit", *config_args("data/mnist_sample", "model/gfa", "trainer/debug", "eval/smoke")])
+    tags = logged_scalars(tmp_path / "runs").keys()
     assert {"train/gfa_reg", "train/ce", "train/gfa_abs_cos/input", "train/gfa_abs_cos/classifier.6"} <= tags
 
 

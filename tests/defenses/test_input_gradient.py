@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from lit_robust.cli import main
@@ -16,11 +13,11 @@ from tests.conftest import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
     assert_same_step_as_standard_training,
+    config_args,
+    logged_scalars,
     tiny_cnn,
     tiny_data,
 )
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _reference_penalty(network: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str) -> torch.Tensor:
@@ -98,17 +95,8 @@ def test_bad_arguments_are_clear_errors():
         InputGradientRegularization(network=tiny_cnn(), rs_sigma_px=-0.1)
 
 
-def scalars(log_dir: Path) -> set[str]:
-    tags = set()
-    for event_file in log_dir.rglob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    return tags
-
-
 def test_cli_fit_on_the_sample_logs_the_regularizer(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    groups = ("data/mnist_sample", "model/input_gradient", "trainer/debug", "eval/smoke")
-    main(["fit", *(arg for g in groups for arg in ("--config", str(CONFIGS / f"{g}.yaml")))])
-    assert {"train/loss", "train/ce", "train/input_grad_reg", "val/acc"} <= scalars(tmp_path / "runs")
+    main(["fit", *config_args("data/mnist_sample", "model/input_gradient", "trainer/debug", "eval/smoke")])
+    expected = {"train/loss", "train/ce", "train/input_grad_reg", "val/acc"}
+    assert expected <= logged_scalars(tmp_path / "runs").keys()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.func import functional_call
 
@@ -26,12 +24,13 @@ from tests.conftest import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
     assert_same_step_as_standard_training,
+    config_args,
+    logged_scalars,
     tiny_cnn,
     tiny_data,
 )
 
 LFR = LocalFlatnessRegularization
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def tanh_cnn(seed: int = 0, dtype=torch.float64) -> nn.Module:
@@ -328,19 +327,13 @@ def test_cli_fit_logs_the_regularizer(tmp_path, monkeypatch):
     main(
         [
             "fit",
-            *(arg for group in ("data/mnist_sample", "model/local_flatness", "trainer/debug", "eval/smoke")
-              for arg in ("--config", str(CONFIGS / f"{group}.yaml"))),
+            *config_args("data/mnist_sample", "model/local_flatness", "trainer/debug", "eval/smoke"),
             "--model.init_args.steps=2",
             "--data.init_args.batch_size=32",
             "--robustness.num_samples=16",
         ]
-    )  # fmt: skip
-    logged = {}
-    for event_file in (tmp_path / "runs").rglob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            logged[tag] = [event.value for event in accumulator.Scalars(tag)]
+    )
+    logged = logged_scalars(tmp_path / "runs")
     for key in (
         "train/ce",
         "train/lfr_reg",

@@ -4,8 +4,6 @@ round trips, the CLI, and, end to end on the MNIST sample, WNLL vs softmax accur
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import pytest
 import torch
@@ -25,9 +23,8 @@ from lit_robust.defenses.wnll import WNLL, WNLLClassifier
 from lit_robust.functional.wnll import wnll_scores
 from lit_robust.models import Normalize
 from lit_robust.models.small_cnn import SmallCNN
-from tests.conftest import NUM_CLASSES, quick_trainer, tiny_data
+from tests.conftest import CONFIGS, NUM_CLASSES, quick_trainer, tiny_data
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FEATURES = 16
 
 
