@@ -17,16 +17,15 @@ from lit_robust.attacks.autoattack_compat import (
     LOGGER,
     APGDAttack,
     APGDAttack_targeted,
+    RestartedAttack,
     check_count,
-    check_norm,
-    check_seed,
     pyautoattack_call,
     resolve_seed,
 )
-from lit_robust.attacks.base import Attack, count_classes
+from lit_robust.attacks.base import count_classes
 
 
-class _APGD(Attack):
+class _APGD(RestartedAttack):
     """Shared arguments of the APGD attacks.
 
     Args:
@@ -43,24 +42,6 @@ class _APGD(Attack):
 
     loss: ClassVar[str]
     min_classes: ClassVar[int] = 2
-
-    def __init__(
-        self,
-        eps: float,
-        norm: Literal["linf", "l2", "l1"] = "linf",
-        steps: int = 100,
-        restarts: int = 1,
-        seed: int | None = 0,
-        verbose: bool = False,
-        name: str | None = None,
-    ):
-        self._norm, self.threat_model = check_norm(norm)  # type: ignore[misc]  # one class, three norms
-        super().__init__(eps, name)
-        self.norm = norm
-        self.steps = check_count("steps", steps)
-        self.restarts = check_count("restarts", restarts)
-        self.seed = check_seed(seed)
-        self.verbose = verbose
 
     def _options(self, x: Tensor) -> dict:
         return dict(

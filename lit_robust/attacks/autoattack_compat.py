@@ -28,6 +28,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import torch
 from pyautoattack import AutoAttack as PyAutoAttack
@@ -37,7 +38,7 @@ from pyautoattack.fab_pt import FABAttack_PT
 from pyautoattack.square import SquareAttack
 from torch import Tensor
 
-from lit_robust.attacks.base import GradientMaskingWarning, ThreatModel
+from lit_robust.attacks.base import Attack, GradientMaskingWarning, ThreatModel
 
 __all__ = [
     "LOGGER",
@@ -132,3 +133,30 @@ def check_count(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+class RestartedAttack(Attack):
+    """The settings pyautoattack's iterative attacks share (APGD, FAB-T), validated once.
+
+    Args: ``eps`` (pixel units), ``norm`` (``"linf"``, ``"l2"`` or ``"l1"``), ``steps`` and ``restarts``
+    (>= 1), ``seed`` (``None``: drawn from torch's generator at each call), ``verbose``, ``name``; see
+    the subclasses for their meaning in each attack.
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        norm: Literal["linf", "l2", "l1"] = "linf",
+        steps: int = 100,
+        restarts: int = 1,
+        seed: int | None = 0,
+        verbose: bool = False,
+        name: str | None = None,
+    ):
+        self._norm, self.threat_model = check_norm(norm)  # type: ignore[misc]  # one class, three norms
+        super().__init__(eps, name)
+        self.norm = norm
+        self.steps = check_count("steps", steps)
+        self.restarts = check_count("restarts", restarts)
+        self.seed = check_seed(seed)
+        self.verbose = verbose

@@ -17,16 +17,15 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.autoattack_compat import (
     FABAttack_PT,
+    RestartedAttack,
     check_count,
-    check_norm,
-    check_seed,
     pyautoattack_call,
     resolve_seed,
 )
-from lit_robust.attacks.base import Attack, count_classes
+from lit_robust.attacks.base import count_classes
 
 
-class FABT(Attack):
+class FABT(RestartedAttack):
     """FAB-T: for each of the ``n_target_classes`` most likely other classes, ``steps`` FAB steps.
 
     Each target (and restart) runs only on the points still robust. ``n_target_classes`` is capped
@@ -58,14 +57,8 @@ class FABT(Attack):
         verbose: bool = False,
         name: str | None = None,
     ):
-        self._norm, self.threat_model = check_norm(norm)  # type: ignore[misc]  # one class, three norms
-        super().__init__(eps, name)
-        self.norm = norm
-        self.steps = check_count("steps", steps)
-        self.restarts = check_count("restarts", restarts)
+        super().__init__(eps, norm, steps, restarts, seed, verbose, name)
         self.n_target_classes = check_count("n_target_classes", n_target_classes)
-        self.seed = check_seed(seed)
-        self.verbose = verbose
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         classes = count_classes(model, x, 2, "FABT")
