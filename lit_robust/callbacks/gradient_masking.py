@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack, GradientMaskingWarning, ThreatModel
 from lit_robust.callbacks.robustness_evaluation import predict_labels, robust_flags
-from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
+from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names
 from lit_robust.models.modes import eval_mode, frozen_parameters
 
 
@@ -90,10 +90,7 @@ class GradientMaskingChecks(SubsetEvaluation):
         self.tolerance = tolerance
         self.max_final_sweep_acc = max_final_sweep_acc
         self.max_loss_gap = max_loss_gap
-        attacks = self._attacks()
-        names = [attack.name for attack in attacks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"the checks' attacks must have distinct names, got {names}")
+        check_distinct_names(self._attacks())
 
     def _attacks(self) -> list[Attack]:
         optional = [self.single_step, self.stronger, self.other_loss]

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack, attacking
 from lit_robust.callbacks.robustness_evaluation import predict_labels
-from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
+from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names
 from lit_robust.functional.deepfool import check_deepfool_args, deepfool_rho
 
 STATISTICS = ("median_l2", "median_linf", "mean_l2", "success_rate", "rho2")
@@ -113,11 +113,9 @@ class MinimalPerturbation(SubsetEvaluation):
         super().__init__(num_samples, every_n_epochs, seed, batch_size)
         attacks = list(attacks or [])
         rho2_steps = [int(steps) for steps in rho2_steps or []]
-        names = [attack.name for attack in attacks]
-        if not (attacks or rho2_steps) or len(set(names)) != len(names):
-            raise ValueError(
-                f"attacks must be a non-empty list with distinct names (or give rho2_steps), got {names}"
-            )
+        if not (attacks or rho2_steps):
+            raise ValueError("attacks must be a non-empty list, or give rho2_steps (nothing to measure)")
+        check_distinct_names(attacks)
         if len(set(rho2_steps)) != len(rho2_steps):
             raise ValueError(f"rho2_steps must be distinct, got {rho2_steps}")
         for steps in rho2_steps:

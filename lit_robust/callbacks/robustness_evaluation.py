@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack
-from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
+from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names
 from lit_robust.models.modes import eval_mode
 
 
@@ -93,13 +93,8 @@ class RobustnessEvaluation(SubsetEvaluation):
         individual: bool = True,
     ):
         super().__init__(num_samples, every_n_epochs, seed, batch_size)
-        attacks = list(attacks or [])
-        names = [attack.name for attack in attacks]
-        if len(set(names)) != len(names):
-            raise ValueError(
-                f"attacks must have distinct names, got {names}; pass name=... to tell them apart"
-            )
-        self.attacks = attacks
+        self.attacks = list(attacks or [])
+        check_distinct_names(self.attacks)
         self.individual = individual
 
     def flag_keys(self) -> list[str]:

@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.aggregation import CatMetric
 from tqdm import tqdm  # plain: no ipywidgets needed in notebooks
 
+from lit_robust.attacks.base import Attack
+
 
 def seeded_subset(dataset_size: int, num_samples: int, seed: int) -> Tensor:
     """``min(num_samples, dataset_size)`` distinct indices drawn with ``seed``, in ascending order."""
@@ -41,6 +43,13 @@ def stack_items(dataset: Dataset, indices: list[int]) -> tuple[Tensor, Tensor]:
     images = torch.stack([torch.as_tensor(item[0]) for item in items])
     labels = torch.as_tensor([int(item[1]) for item in items])
     return images, labels
+
+
+def check_distinct_names(attacks: Sequence[Attack]) -> None:
+    """Every attack's metric name must be unique, or one result would overwrite another."""
+    names = [attack.name for attack in attacks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"attacks must have distinct names, got {names}; pass name=... to tell them apart")
 
 
 @contextmanager
