@@ -13,11 +13,24 @@ Evaluation attacks live on callbacks (``RobustnessEvaluation``), not here.
 
 Any defense can fine-tune a trained network: ``init_from`` (a checkpoint of any lit_robust defense,
 or a state-dict file) loads the network weights before training starts (:func:`load_network_state`).
+
+What the base guarantees to every defense (README, "Reliability"):
+
+* every file is loaded with ``weights_only=True`` (:mod:`lit_robust.loading`): ``init_from``,
+  ``load_from_checkpoint`` and the Trainer's ``ckpt_path`` (the model installs
+  :class:`~lit_robust.loading.SafeCheckpointIO` on its Trainer);
+* ``init_from`` is loaded after Lightning restores a checkpoint, and only when none was restored;
+* a non-finite training loss stops training with :class:`~lit_robust.finite.NonFiniteError`
+  naming the step and the terms; no checkpoint is written from non-finite weights and no accuracy
+  is computed from non-finite logits;
+* checkpoints carry the random streams (:mod:`lit_robust.rng_state`), restored when ``fit``
+  resumes, so a resumed run draws what the uninterrupted one would have drawn.
 """
 
 from __future__ import annotations
 
 import inspect
+import pickle
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,11 +40,22 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_robust.finite import (
+    NonFiniteError,
+    check_finite_outputs,
+    check_finite_parameters,
+    describe_terms,
+    non_finite_terms,
+)
+from lit_robust.loading import SafeCheckpointIO, load_file, refusal
 from lit_robust.models.modes import eval_mode
+from lit_robust.rng_state import capture_rng_states, restore_rng_states
+from lit_robust.validation import check_int
 
 Batch = tuple[Tensor, Tensor]
 
@@ -50,8 +74,9 @@ class RobustClassifier(L.LightningModule):
         init_from: optional path of a checkpoint of any lit_robust defense (``.ckpt``) or of a
             state-dict file (``torch.save(network.state_dict())``, or of a module holding the
             network as ``network``): its network weights are loaded when training (or evaluation)
-            starts, unless a checkpoint of this model is restored; only the network's weights are
-            taken (no optimizer state, no hyperparameters). From the CLI:
+            starts, unless a checkpoint of this model is restored (``--ckpt_path``,
+            ``load_from_checkpoint``: then it is not even opened); only the network's weights are
+            taken (no optimizer state, no hyperparameters), with ``weights_only=True``. From the CLI:
             ``--model.init_args.init_from path``. Defenses with their own ``__init__`` pass it on.
 
     Checkpoints made by ``lit-robust`` restore with ``Defense.load_from_checkpoint(path)``; for a
@@ -69,8 +94,9 @@ class RobustClassifier(L.LightningModule):
         super().__init__()
         if not isinstance(network, nn.Module):
             raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        num_classes = check_int("num_classes", num_classes, low=2)
+        if init_from is not None and not isinstance(init_from, (str, Path)):
+            raise TypeError(f"init_from must be a path, got {init_from!r} ({type(init_from).__name__})")
         self._save_restorable_hyperparameters()
         self.network = network
         self.num_classes = num_classes
@@ -78,6 +104,7 @@ class RobustClassifier(L.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.init_from = None if init_from is None else str(init_from)
         self._weights_restored = False  # set once init_from is loaded or a checkpoint restored
+        self.checkpoint_progress: dict[str, int] | None = None  # of the restored checkpoint, if any
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()  # per-sample mean, exact under DDP
@@ -122,15 +149,38 @@ class RobustClassifier(L.LightningModule):
         terms = self.compute_loss(x, y)
         if "loss" not in terms:
             raise KeyError(f"{type(self).__name__}.compute_loss must return a 'loss' entry")
+        self.check_finite_loss(terms, batch_idx)
         for key, value in terms.items():
             self.log(f"train/{key}", value.detach(), prog_bar=key == "loss", batch_size=len(x))
         return terms["loss"]
+
+    def check_finite_loss(self, terms: Mapping[str, Tensor], batch_idx: int) -> None:
+        """Stop training when any loss term is NaN or infinite, before it reaches the weights.
+
+        Under DDP the decision is shared (one small all-reduce per step), so every process stops at
+        the same step instead of waiting for the one that raised. Costs one device sync per step.
+
+        Raises:
+            NonFiniteError: naming the epoch, the step, the non-finite terms and every term's value.
+        """
+        bad = non_finite_terms(terms)
+        diverged = bool(bad)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
+        if diverged:
+            where = ", ".join(bad) if bad else "a term on another process"
+            raise NonFiniteError(
+                f"{type(self).__name__}: the training loss is not finite at epoch {self.current_epoch}, "
+                f"step {self.global_step} (batch {batch_idx}): {where} ({describe_terms(terms)}). "
+                "Training stopped before the weights were updated; no checkpoint or report is written "
+                "from this step. Lower the regularizer's weight or the learning rate."
+            )
 
     def _evaluation_step(
         self, batch: Batch, stage: str, accuracy: MulticlassAccuracy, loss: MeanMetric
     ) -> None:
         x, y = batch
-        logits = self(x)
+        logits = check_finite_outputs(self(x), f"{type(self).__name__} {stage} step")
         accuracy.update(logits, y)
         loss.update(F.cross_entropy(logits, y, reduction="none"))
         self.log(f"{stage}/loss", loss, batch_size=len(x))
@@ -150,8 +200,31 @@ class RobustClassifier(L.LightningModule):
     # ------------------------------------------------------------------------------ setup checks
     def setup(self, stage: str) -> None:
         """Check, before any work, that the network and the data agree on the number of classes;
-        then load ``init_from`` (once, and not over a restored checkpoint)."""
+        make the Trainer load checkpoints safely (:class:`~lit_robust.loading.SafeCheckpointIO`).
+
+        ``init_from`` is not loaded here: Lightning calls ``setup`` *before* it restores
+        ``ckpt_path``, and a restored checkpoint must win without ``init_from`` ever being opened
+        (it may name a file the user never chose). It is loaded at the start of the stage instead.
+        """
         self._check_data(stage)
+        strategy = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: make it safe
+            strategy.checkpoint_io = SafeCheckpointIO()
+
+    def on_fit_start(self) -> None:
+        self._load_init_from()
+
+    def on_validation_start(self) -> None:
+        self._load_init_from()
+
+    def on_test_start(self) -> None:
+        self._load_init_from()
+
+    def on_predict_start(self) -> None:
+        self._load_init_from()
+
+    def _load_init_from(self) -> None:
+        """Load ``init_from`` once, after any checkpoint restore, and never over restored weights."""
         if self.init_from and not self._weights_restored:
             self.load_network_weights(self.init_from)
 
@@ -160,9 +233,50 @@ class RobustClassifier(L.LightningModule):
         self.network.load_state_dict(load_network_state(path, self.network))
         self._weights_restored = True
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to write non-finite weights; store the random streams for an exact resume and how
+        far training had got (``training_progress``: the report says whether training finished)."""
+        check_finite_parameters(self, f"refusing to write a checkpoint at epoch {self.current_epoch}")
+        checkpoint["rng_states"] = capture_rng_states()
+        checkpoint["training_progress"] = {
+            "epochs_completed": self.current_epoch + 1,
+            "max_epochs": self.trainer.max_epochs,
+            "global_step": self.global_step,
+        }
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The checkpoint's weights win: ``init_from`` is not loaded over them."""
+        """The checkpoint's weights win (``init_from`` is not loaded over them); when ``fit``
+        resumes, the random streams continue where the checkpointed run left them."""
         self._weights_restored = True
+        self.checkpoint_progress = checkpoint.get("training_progress")
+        states = checkpoint.get("rng_states")
+        if states is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            restore_rng_states(states)
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> RobustClassifier:
+        """Lightning's ``load_from_checkpoint``, with ``weights_only=True`` unless you pass
+        ``weights_only=False`` yourself (for a file you trust); ``init_from`` is not loaded.
+
+        Raises:
+            UnsafeFileError: the checkpoint needs more than tensors and plain data to load.
+        """
+        if weights_only is None:
+            weights_only = True
+        try:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs
+            )
+        except pickle.UnpicklingError as error:
+            raise refusal(checkpoint_path, "checkpoint", error) from None
 
     def _check_data(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
@@ -221,7 +335,8 @@ def load_network_state(path: str | Path, network: nn.Module) -> dict[str, Tensor
     ``network.``), a ``torch.save`` of a defense's or of the network's ``state_dict()``. Everything that
     is not the network (metrics, optimizer state, hyperparameters) is ignored. Raises
     ``FileNotFoundError`` when the file is missing and ``ValueError`` naming the missing, unexpected or
-    mis-shaped keys when it does not fit. Loading unpickles the file: only load files you trust.
+    mis-shaped keys when it does not fit. The file is loaded with ``weights_only=True``
+    (:func:`lit_robust.loading.load_file`): one that needs code to load raises ``UnsafeFileError``.
     """
     path = Path(path)
     if not path.is_file():
@@ -229,7 +344,7 @@ def load_network_state(path: str | Path, network: nn.Module) -> dict[str, Tensor
             f"init_from: no file at {str(path)!r} (absolute: {path.resolve()}); give a checkpoint of a "
             "lit_robust defense (e.g. runs/<name>/version_0/checkpoints/last.ckpt) or a state-dict file"
         )
-    stored = torch.load(path, map_location="cpu", weights_only=False)
+    stored = load_file(path, "init_from")
     if isinstance(stored, Mapping) and isinstance(stored.get("state_dict"), Mapping):
         stored = stored["state_dict"]
     if not isinstance(stored, Mapping) or not all(isinstance(v, Tensor) for v in stored.values()):

@@ -1,0 +1,83 @@
+"""One loader for every file lit_robust reads: tensors and plain data, never code.
+
+``torch.load`` unpickles, and a pickle can run any code it names. Every file the project opens —
+``init_from`` weights, ``--ckpt_path`` checkpoints, ``load_from_checkpoint``, ``Transfer``'s source —
+goes through :func:`load_file`, which always passes ``weights_only=True`` (whatever torch's own
+default is: before torch 2.6 it unpickles anything). Tensors, dicts, lists, tuples, strings and
+numbers load; a file that needs anything more is refused with :class:`UnsafeFileError`, naming the
+file and the object it asked for.
+
+:class:`SafeCheckpointIO` is the same loader as a Lightning checkpoint plugin; every
+``RobustClassifier`` installs it on its Trainer (replacing only Lightning's default plugin), so
+``trainer.fit(..., ckpt_path=...)`` is safe in code and from ``lit-robust``. A user who trusts a
+file and wants it unpickled says so explicitly: ``trainer.fit(..., weights_only=False)``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class UnsafeFileError(ValueError):
+    """A file was refused: loading it would need to run code (or it is not a torch file at all)."""
+
+
+def refusal(path: str | Path, what: str, error: Exception) -> UnsafeFileError:
+    """The error for a file ``torch.load(weights_only=True)`` failed on with ``error``."""
+    text = str(error)
+    if not isinstance(error, pickle.UnpicklingError) or "Weights only load failed" not in text:
+        first_line = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+        return UnsafeFileError(
+            f"{what} {str(path)!r} is not a file torch.save wrote, or is damaged ({first_line})"
+        )
+    asked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    reason = f"it asks for {asked.group(1)}" if asked else text.splitlines()[0]
+    return UnsafeFileError(
+        f"refused to load {what} {str(path)!r}: {reason}, and lit_robust loads only tensors and plain data "
+        "(torch.load(weights_only=True)), because unpickling anything else can run code. If you trust "
+        "this file, re-save its weights once: torch.save(torch.load(path, weights_only=False)"
+        ".state_dict(), 'weights.pt')"
+    )
+
+
+def load_file(path: str | Path, what: str = "file", map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with clear errors.
+
+    Args:
+        path: the file.
+        what: what the file is, for the messages (``"init_from"``, ``"checkpoint"``).
+        map_location: as in ``torch.load``; CPU by default.
+
+    Raises:
+        FileNotFoundError: no file at ``path`` (the message gives the absolute path).
+        UnsafeFileError: the file needs more than tensors and plain data, or is not a torch file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no file at {str(path)!r} (absolute: {path.resolve()})")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # a damaged or foreign file raises KeyError, EOFError, RuntimeError ...
+        raise refusal(path, what, error) from None
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint plugin, loading through :func:`load_file` unless the caller passed
+    ``weights_only=False`` itself (the explicit "I trust this file")."""
+
+    def load_checkpoint(
+        self,
+        path: str | Path,
+        map_location: Callable | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        if weights_only is False:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=False)
+        return load_file(path, "checkpoint", map_location)
