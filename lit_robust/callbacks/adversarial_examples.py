@@ -10,6 +10,7 @@ from torch import Tensor
 from lit_robust.attacks.base import Attack
 from lit_robust.callbacks.robustness_evaluation import predict_labels
 from lit_robust.callbacks.subset_evaluation import first_dataset, seeded_rng, seeded_subset, stack_items
+from lit_robust.validation import MAX_SEED, check_int
 
 
 def example_grid(x: Tensor, x_adv: Tensor, labels: Tensor, clean_pred: Tensor, adv_pred: Tensor) -> Figure:
@@ -50,20 +51,16 @@ class AdversarialExamples(L.Callback):
 
     Args:
         attack: the attack to show.
-        num_images: images in the grid, > 0.
+        num_images: images in the grid (the whole split if smaller), >= 1.
         every_n_epochs: during ``fit``, draw every n-th epoch, >= 1.
-        seed: picks the images and seeds the attack.
+        seed: picks the images and seeds the attack, an integer in [0, 2**64 - 1].
     """
 
     def __init__(self, attack: Attack, num_images: int = 8, every_n_epochs: int = 1, seed: int = 0):
-        if num_images <= 0:
-            raise ValueError(f"num_images must be > 0, got {num_images}")
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.attack = attack
-        self.num_images = num_images
-        self.every_n_epochs = every_n_epochs
-        self.seed = seed
+        self.num_images = check_int("num_images", num_images, 1)
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, 1)
+        self.seed = check_int("seed", seed, 0, MAX_SEED)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:

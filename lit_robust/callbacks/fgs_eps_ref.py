@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from lit_robust.attacks.fgsm import FGSM
 from lit_robust.callbacks.robustness_evaluation import robust_flags
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, first_dataset
+from lit_robust.validation import check_int, check_optional_real, check_real
 
 Loaders = DataLoader | Sequence[DataLoader] | None
 
@@ -42,7 +43,8 @@ class FGSEpsRef(SubsetEvaluation):
     * ``robust_acc/fgs_<fraction>_eps_ref`` — FGS accuracy at ``fraction x eps_ref`` (clean mistakes
       count as not robust), e.g. ``test/robust_acc/fgs_0.5_eps_ref``;
     * ``fgs_eps_50`` — where this model's own FGS accuracy crosses ``target_acc`` (only when it is
-      searched, i.e. ``eps_ref`` is not given).
+      searched, i.e. ``eps_ref`` is not given): 0 when the clean accuracy already does, ``inf`` when
+      no budget up to ``eps_max`` does (see below).
 
     Protocol: fine-tune the Deep Defense model with ``eps_ref: null``: each validation searches its
     ``eps_ref`` on the validation subset, and ``test`` after ``fit`` reuses the last value found at
@@ -54,16 +56,18 @@ class FGSEpsRef(SubsetEvaluation):
     becomes the upper end of the bracket, the probe before it the lower end, until the bracket is
     narrower than ``tolerance``; the result is its midpoint. Accuracy need not be monotone in eps;
     the first crossing is found. If no budget up to ``eps_max`` brings accuracy to the target,
-    ``fgs_eps_50`` is ``inf`` and, when it was to be ``eps_ref``, the fraction metrics are skipped.
+    ``fgs_eps_50`` is ``inf``; if the clean accuracy is already at most ``target_acc`` (a model wrong
+    everywhere), it is 0. In both cases, when it was to be ``eps_ref``, the fraction metrics and
+    ``fgs_eps_ref`` are skipped, and a later ``test`` searches again on the test subset.
 
     Args:
         eps_ref: the reference budget in pixel units, (0, 1]; ``None`` = search it (see above).
         fractions: multiples of ``eps_ref`` at which accuracy is reported (the paper: 0.2, 0.5, 1.0);
             each ``fraction x eps_ref`` must stay in (0, 1].
-        target_acc: the accuracy that defines ``eps_ref`` (0.5).
+        target_acc: the accuracy that defines ``eps_ref`` (0.5), in (0, 1).
         eps_max: upper end of the search, pixel units, (0, 1].
-        tolerance: stop the search when the bracket is narrower (pixel units).
-        num_probes: budgets probed per pass over the subset.
+        tolerance: stop the search when the bracket is narrower (pixel units), in (0, eps_max).
+        num_probes: budgets probed per pass over the subset, >= 1.
         num_samples, every_n_epochs, seed, batch_size: see :class:`SubsetEvaluation`.
     """
 
@@ -81,25 +85,19 @@ class FGSEpsRef(SubsetEvaluation):
         batch_size: int = 250,
     ):
         super().__init__(num_samples, every_n_epochs, seed, batch_size)
-        fractions = [float(f) for f in fractions]
-        if eps_ref is not None and not 0 < eps_ref <= 1:
-            raise ValueError(f"eps_ref must be in (0, 1] (Linf, pixel units) or None, got {eps_ref}")
-        if not fractions or any(f <= 0 for f in fractions) or len(set(fractions)) != len(fractions):
+        eps_ref = check_optional_real("eps_ref", eps_ref, 0, 1, low_open=True)
+        fractions = [check_real("fractions", f, 0, low_open=True) for f in fractions]
+        if not fractions or len(set(fractions)) != len(fractions):
             raise ValueError(f"fractions must be distinct positive numbers, got {fractions}")
         if eps_ref is not None and max(fractions) * eps_ref > 1:
             raise ValueError(f"fractions {fractions} x eps_ref {eps_ref} leave the Linf range (0, 1]")
-        if not 0 < target_acc < 1:
-            raise ValueError(f"target_acc must be in (0, 1), got {target_acc}")
-        if not 0 < eps_max <= 1:
-            raise ValueError(f"eps_max must be in (0, 1], got {eps_max}")
-        if tolerance <= 0 or num_probes < 1:
-            raise ValueError(f"tolerance must be > 0 and num_probes >= 1, got {tolerance}, {num_probes}")
         self.eps_ref = eps_ref
         self.fractions = fractions
-        self.target_acc = target_acc
-        self.eps_max = eps_max
-        self.tolerance = tolerance
-        self.num_probes = num_probes
+        self.target_acc = check_real("target_acc", target_acc, 0, 1, low_open=True, high_open=True)
+        self.eps_max = check_real("eps_max", eps_max, 0, 1, low_open=True)
+        # a tolerance of eps_max or more would end the search before its first probe
+        self.tolerance = check_real("tolerance", tolerance, 0, self.eps_max, low_open=True, high_open=True)
+        self.num_probes = check_int("num_probes", num_probes, 1)
         self.found_eps_ref: float | None = None  # the last eps_ref searched at validation
         self._attacks: list[FGSM] = []
 
@@ -111,8 +109,8 @@ class FGSEpsRef(SubsetEvaluation):
         return names | ({f"{stage}/fgs_eps_50"} if self.eps_ref is None else set())
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        flags = robust_flags(model, x, y, self._attacks, individual=True)
-        return {attack.name: flags[attack.name] for attack in self._attacks}
+        flags = robust_flags(model, x, y, self._attacks, individual=True, trainer=self.trainer)
+        return {"clean": flags["clean"]} | {attack.name: flags[attack.name] for attack in self._attacks}
 
     def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {f"{stage}/robust_acc/{name}": values[name].mean() for name in self.names()}
@@ -124,25 +122,31 @@ class FGSEpsRef(SubsetEvaluation):
         stage: str,
         dataloaders: Loaders,
         eps: list[float],
-    ) -> list[float]:
-        """FGS accuracy of the subset at each budget of ``eps`` (one pass)."""
+    ) -> tuple[float, list[float]]:
+        """Clean accuracy of the subset, and its FGS accuracy at each budget of ``eps`` (one pass)."""
         self._attacks = [FGSM(e, name=f"probe_{i}") for i, e in enumerate(eps)]
         values = self.gather(trainer, pl_module, stage, dataloaders)
-        return [float(values[attack.name].mean()) for attack in self._attacks]
+        return float(values["clean"].mean()), [float(values[attack.name].mean()) for attack in self._attacks]
 
     def search(
         self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, dataloaders: Loaders
     ) -> float:
-        """The budget at which the subset's FGS accuracy first reaches ``target_acc`` (``inf`` if none)."""
+        """The budget at which the subset's FGS accuracy first reaches ``target_acc``: 0 if the clean
+        accuracy already does, ``inf`` if no budget up to ``eps_max`` does."""
         low, high = 0.0, self.eps_max
         while high - low > self.tolerance:
             probes = [low + (high - low) * (k + 1) / (self.num_probes + 1) for k in range(self.num_probes)]
             probes.append(high)  # known to cross after the first pass (same budget, same accuracy)
-            accuracy = self.accuracies(trainer, pl_module, stage, dataloaders, probes)
+            clean, accuracy = self.accuracies(trainer, pl_module, stage, dataloaders, probes)
+            if clean <= self.target_acc:
+                return 0.0  # no attack needed (e.g. a model wrong everywhere): not a bracket's midpoint
             index = first_crossing(probes, accuracy, self.target_acc)
             if index is None:
                 return math.inf
-            low, high = (probes[index - 1] if index else low), probes[index]
+            bracket = (probes[index - 1] if index else low), probes[index]
+            if bracket == (low, high):
+                break  # rounding: a bracket this narrow cannot shrink further
+            low, high = bracket
         return (low + high) / 2
 
     def evaluate(
@@ -166,9 +170,10 @@ class FGSEpsRef(SubsetEvaluation):
                 )
             found = self.search(trainer, pl_module, stage, dataloaders)
             metrics[f"{stage}/fgs_eps_50"] = found
-            if stage != "test" and math.isfinite(found):
-                self.found_eps_ref = found
-            eps_ref = found if math.isfinite(found) and found > 0 else None
+            usable = math.isfinite(found) and found > 0
+            if stage != "test":
+                self.found_eps_ref = found if usable else None  # never a stale value from an earlier epoch
+            eps_ref = found if usable else None
         if eps_ref is not None:
             eps = [min(f * eps_ref, 1.0) for f in self.fractions]
             self._attacks = [FGSM(e, name=name) for e, name in zip(eps, self.names(), strict=True)]

@@ -11,6 +11,7 @@ from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
 from lit_robust.defenses.gfa import build_taps, measure_alignment, summarize_cosines
 from lit_robust.models.modes import eval_mode
 from lit_robust.models.taps import DEFAULT_TAP_TYPES
+from lit_robust.validation import check_choice, check_real
 
 
 class GradientFeatureAlignment(SubsetEvaluation):
@@ -33,8 +34,10 @@ class GradientFeatureAlignment(SubsetEvaluation):
         taps: ``"deep"`` (default), ``"first"`` or a list of module names, as in ``GFA``.
         tap_types: module classes (dotted paths) tapped by ``"deep"``; default Conv2d and Linear.
         task_loss: ``"ce"`` (default) or ``"mse"``, as in ``GFA``.
-        input_center: ``c_in`` in pixel units (default 0.5, the paper's [-1, 1] geometry).
-        eps_cos: floor of the norm product in the cosine.
+        input_center: ``c_in`` in pixel units, in [0, 1] (default 0.5, the paper's [-1, 1] geometry;
+            0 aligns with the raw pixels).
+        eps_cos: floor of the norm product in the cosine, >= 0 (0: the exact cosine, NaN for a zero
+            gradient).
         num_samples, every_n_epochs, seed, batch_size: see :class:`SubsetEvaluation`.
     """
 
@@ -51,15 +54,13 @@ class GradientFeatureAlignment(SubsetEvaluation):
         batch_size: int = 250,
     ):
         super().__init__(num_samples, every_n_epochs, seed, batch_size)
-        if task_loss not in ("ce", "mse"):
-            raise ValueError(f"task_loss must be one of ('ce', 'mse'), got {task_loss!r}")
         if isinstance(taps, str) and taps.lower() not in ("first", "deep"):
             raise ValueError(f"taps must be 'first', 'deep' or a list of module names, got {taps!r}")
         self.taps = taps
         self.tap_types = tuple(tap_types)
-        self.task_loss = task_loss
-        self.input_center = float(input_center)
-        self.eps_cos = float(eps_cos)
+        self.task_loss = check_choice("task_loss", task_loss, ("ce", "mse"))
+        self.input_center = check_real("input_center", input_center, 0, 1)
+        self.eps_cos = check_real("eps_cos", eps_cos, 0)
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         network = getattr(model, "network", model)

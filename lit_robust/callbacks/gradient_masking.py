@@ -13,6 +13,7 @@ from lit_robust.attacks.base import Attack, GradientMaskingWarning, ThreatModel
 from lit_robust.callbacks.robustness_evaluation import predict_labels, robust_flags
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names
 from lit_robust.models.modes import eval_mode, frozen_parameters
+from lit_robust.validation import check_real
 
 
 def zero_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -27,6 +28,12 @@ def zero_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 def uniform_noise(x: Tensor, eps: float) -> Tensor:
     """``clip(x + U[-eps, eps], 0, 1)`` per pixel."""
     return (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+
+
+def check_threshold(name: str, value: float) -> float:
+    """A threshold on a share of the subset or an accuracy gap, in [0, 1): nothing exceeds 1, so a
+    check with that threshold could never fail."""
+    return check_real(name, value, 0, 1, high_open=True)
 
 
 class GradientMaskingChecks(SubsetEvaluation):
@@ -50,6 +57,11 @@ class GradientMaskingChecks(SubsetEvaluation):
     ``flags`` counts the raised flags, and ``robust_acc/<attack>`` holds each attack's accuracy.
     A clean bill is necessary, not sufficient: adaptive attacks remain the final word.
 
+    Every share is of the whole subset and only clean-correct points can be robust, so on a subset
+    with no clean-correct point (a model wrong everywhere) every share and gap is 0 and no flag is
+    raised: there was nothing to check, and a warning says so. When every attack breaks every
+    point, the ``_frac`` checks are 0 too (nothing survives the white-box attack to be broken).
+
     Args:
         white_box: the reference attack, e.g. PGD-50 or APGD-CE at the headline eps.
         single_step: e.g. FGSM at the same eps; None skips the check.
@@ -58,9 +70,9 @@ class GradientMaskingChecks(SubsetEvaluation):
         other_loss: the white-box attack with another loss (APGD-T, APGD-DLR); None skips the check.
         eps_sweep: one attack family at growing eps (the largest should break everything).
         tolerance: largest acceptable share for the ``_frac`` checks and the convergence gap
-            (evaluation.md: 0.5 points).
-        max_final_sweep_acc: accuracy allowed at the largest sweep eps (evaluation.md: 1%).
-        max_loss_gap: largest acceptable ``loss_gap`` (evaluation.md: 5 points).
+            (evaluation.md: 0.5 points), in [0, 1): 0 flags any single point.
+        max_final_sweep_acc: accuracy allowed at the largest sweep eps (evaluation.md: 1%), in [0, 1).
+        max_loss_gap: largest acceptable ``loss_gap`` (evaluation.md: 5 points), in [0, 1).
         num_samples, every_n_epochs, seed, batch_size: see :class:`SubsetEvaluation`.
     """
 
@@ -81,23 +93,28 @@ class GradientMaskingChecks(SubsetEvaluation):
         batch_size: int = 250,
     ):
         super().__init__(num_samples, every_n_epochs, seed, batch_size)
+        self.tolerance = check_threshold("tolerance", tolerance)
+        self.max_final_sweep_acc = check_threshold("max_final_sweep_acc", max_final_sweep_acc)
+        self.max_loss_gap = check_threshold("max_loss_gap", max_loss_gap)
+        unbounded = [attack.name for attack in eps_sweep or [] if attack.eps is None]
+        if unbounded:
+            raise ValueError(f"eps_sweep must be attacks with an eps (a budget to sweep), got {unbounded}")
         self.white_box = white_box
         self.single_step = single_step
         self.black_box = list(black_box or [])
         self.stronger = stronger
         self.other_loss = other_loss
         self.eps_sweep = sorted(eps_sweep or [], key=lambda attack: attack.eps)
-        self.tolerance = tolerance
-        self.max_final_sweep_acc = max_final_sweep_acc
-        self.max_loss_gap = max_loss_gap
         check_distinct_names(self._attacks())
+        self.flagged: list[str] = []  # set by summarize, warned about by log_extras
+        self.nothing_to_check = False
 
     def _attacks(self) -> list[Attack]:
         optional = [self.single_step, self.stronger, self.other_loss]
         return [self.white_box, *[a for a in optional if a is not None], *self.black_box, *self.eps_sweep]
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        values = robust_flags(model, x, y, self._attacks())
+        values = robust_flags(model, x, y, self._attacks(), trainer=self.trainer)
         values["zero_grad"] = zero_gradient(model, x, y)
         if self.white_box.threat_model is ThreatModel.LINF:
             values["noise"] = values["clean"] & (
@@ -146,9 +163,17 @@ class GradientMaskingChecks(SubsetEvaluation):
         for attack in self._attacks():  # under masking/: RobustnessEvaluation may log the same attack
             metrics[f"{stage}/masking/robust_acc/{attack.name}"] = values[attack.name].mean()
         self.flagged = [f"{name} = {float(value):.4f}" for name, (value, flag) in checks.items() if flag]
+        self.nothing_to_check = not bool(values["clean"].bool().any())
         return metrics
 
     def log_extras(self, trainer, stage: str, metrics: Mapping[str, Tensor]) -> None:
+        if self.nothing_to_check:
+            warnings.warn(
+                f"gradient-masking checks on the {stage} subset: no point is classified correctly, so no "
+                "check had anything to test (every share is 0 and no flag is raised)",
+                UserWarning,
+                stacklevel=2,
+            )
         for message in self.flagged:
             warnings.warn(
                 f"gradient-masking check failed on the {stage} subset: {message} "

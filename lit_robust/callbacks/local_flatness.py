@@ -9,14 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
-from lit_robust.defenses.local_flatness import (
-    GRADIENT_NORMS,
-    INIT_STD,
-    check_inner_maximization,
-    maximize_gradient_norm,
-)
+from lit_robust.defenses.local_flatness import BALLS, GRADIENT_NORMS, INIT_STD, maximize_gradient_norm
 from lit_robust.functional.input_gradient import cross_entropy_gradient_norms
 from lit_robust.models.modes import eval_mode, frozen_parameters
+from lit_robust.validation import check_choice, check_int, check_real
 
 
 class LocalFlatness(SubsetEvaluation):
@@ -38,8 +34,15 @@ class LocalFlatness(SubsetEvaluation):
     loss increase. Attach it to the baselines too, to compare training methods.
 
     Args:
-        eps, alpha, steps, p, q, init_std: the inner maximization, as in ``LocalFlatnessRegularization``
-            (defaults: the official MNIST values, Linf 0.3, 40 steps of 0.01, L1 gradient norm).
+        eps: radius of the ball, pixel units: in [0, 1] for ``p="inf"``, >= 0 (finite) for ``p="2"``;
+            0 measures the gradient norm at the clean point (up to the ``init_std`` start).
+        alpha: ascent step size, pixel units, > 0.
+        steps: ascent steps, >= 1 (without a step the estimate would be the random start's).
+        p: the ball, ``"inf"`` or ``"2"``.
+        q: the gradient norm, 1 or 2.
+        init_std: std of the Gaussian start around ``x``, pixel units, >= 0 (0: start at ``x``).
+            Defaults: the official MNIST values of ``LocalFlatnessRegularization``: Linf 0.3, 40
+            steps of 0.01, L1 gradient norm, init_std 0.001.
         num_samples, every_n_epochs, seed, batch_size: see :class:`SubsetEvaluation`.
     """
 
@@ -57,10 +60,12 @@ class LocalFlatness(SubsetEvaluation):
         batch_size: int = 250,
     ):
         super().__init__(num_samples, every_n_epochs, seed, batch_size)
-        p = str(p)
-        check_inner_maximization(eps, alpha, steps, p, q, init_std)
-        self.eps, self.alpha, self.steps = float(eps), float(alpha), steps
-        self.p, self.q, self.init_std = p, q, float(init_std)
+        self.p = check_choice("p (the ball)", str(p), tuple(BALLS))
+        self.q = check_choice("q (the gradient norm)", q, tuple(GRADIENT_NORMS))
+        self.eps = check_real("eps", eps, 0, 1 if self.p == "inf" else None)
+        self.alpha = check_real("alpha", alpha, 0, low_open=True)
+        self.steps = check_int("steps", steps, 1)
+        self.init_std = check_real("init_std", init_std, 0)
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         network = getattr(model, "network", model)

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from lit_robust.attacks.base import Attack, attacking
 from lit_robust.callbacks.robustness_evaluation import predict_labels
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names
-from lit_robust.functional.deepfool import check_deepfool_args, deepfool_rho
+from lit_robust.functional.deepfool import deepfool_rho
+from lit_robust.validation import check_int, check_optional_int, check_real
 
 STATISTICS = ("median_l2", "median_linf", "mean_l2", "success_rate", "rho2")
 STANDARD_DEEPFOOL_STEPS = 50  # DeepFool's usual iteration count: the plain ``deepfool_rho2`` name
@@ -74,11 +75,15 @@ class MinimalPerturbation(SubsetEvaluation):
 
     * ``median_l2/<attack>``, ``median_linf/<attack>`` — the (lower) median norm, failures counted
       as ``+inf`` (so the median is ``inf`` when more than half fail);
-    * ``mean_l2/<attack>`` — the mean L2 norm over successes;
+    * ``mean_l2/<attack>`` — the mean L2 norm over successes (NaN when the attack never succeeds);
     * ``success_rate/<attack>`` — always read the medians next to it;
     * ``rho2/<attack>`` — ``mean ||delta||_2 / ||x||_2`` over successes, the metric of Deep Defense
       (Yan et al., NeurIPS 2018). Their protocol attacks *all* test points from the predicted label;
       here only clean-correct points are attacked, from the true label (the two coincide there).
+      NaN when the attack never succeeds.
+
+    Every per-attack metric is over the clean-correct points of the subset: when there is none
+    (a model wrong everywhere) there is nothing to attack and all five are NaN, never 0 or ``inf``.
 
     With ``rho2_steps`` it also logs the paper's own protocol, ``deepfool_rho2`` (and
     ``deepfool_rho2_u<steps>`` for other iteration counts): the mean of ``||delta|| / ||x||`` over
@@ -91,11 +96,13 @@ class MinimalPerturbation(SubsetEvaluation):
     Args:
         attacks: minimal-perturbation attacks (names must be distinct); may be empty with ``rho2_steps``.
         num_samples, every_n_epochs, seed, batch_size: see :class:`SubsetEvaluation`.
-        rho2_steps: DeepFool iteration counts for the paper's rho_2, e.g. ``[50, 5]`` (DeepFool's
-            standard and the official Deep Defense ``--max-iter``); ``None`` for none.
+        rho2_steps: distinct DeepFool iteration counts (each >= 1) for the paper's rho_2, e.g.
+            ``[50, 5]`` (DeepFool's standard and the official Deep Defense ``--max-iter``); ``None``
+            for none.
         rho2_normalized: also measure rho_2 in the normalized space (twice the DeepFool work).
-        rho2_overshoot: DeepFool's overshoot for rho_2 (0.02).
-        rho2_num_candidates: candidate classes other than the prediction (``None``: all, as the paper).
+        rho2_overshoot: DeepFool's overshoot for rho_2 (0.02), >= 0 (0: stop at the linearized boundary).
+        rho2_num_candidates: candidate classes other than the prediction, >= 1 (``None``: all, as the
+            paper).
     """
 
     def __init__(
@@ -112,19 +119,17 @@ class MinimalPerturbation(SubsetEvaluation):
     ):
         super().__init__(num_samples, every_n_epochs, seed, batch_size)
         attacks = list(attacks or [])
-        rho2_steps = [int(steps) for steps in rho2_steps or []]
+        rho2_steps = [check_int("rho2_steps", steps, 1) for steps in rho2_steps or []]
         if not (attacks or rho2_steps):
             raise ValueError("attacks must be a non-empty list, or give rho2_steps (nothing to measure)")
         check_distinct_names(attacks)
         if len(set(rho2_steps)) != len(rho2_steps):
             raise ValueError(f"rho2_steps must be distinct, got {rho2_steps}")
-        for steps in rho2_steps:
-            check_deepfool_args("l2", rho2_overshoot, steps, rho2_num_candidates)
         self.attacks = attacks
         self.rho2_steps = rho2_steps
         self.rho2_normalized = bool(rho2_normalized)
-        self.rho2_overshoot = float(rho2_overshoot)
-        self.rho2_num_candidates = rho2_num_candidates
+        self.rho2_overshoot = check_real("rho2_overshoot", rho2_overshoot, 0)
+        self.rho2_num_candidates = check_optional_int("rho2_num_candidates", rho2_num_candidates, 1)
 
     def rho2_variants(self) -> list[tuple[int, bool]]:
         """``(max_iter, normalized)`` of each rho_2 this callback computes."""
@@ -148,7 +153,7 @@ class MinimalPerturbation(SubsetEvaluation):
 
     def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
         metrics = {}
-        for attack in self.attacks:
+        for attack in self.attacks:  # over no attacked point, median, mean and nanmean are all NaN
             l2, linf = values[f"{attack.name}/l2"], values[f"{attack.name}/linf"]
             successes = l2[l2.isfinite()]
             metrics[f"{stage}/median_l2/{attack.name}"] = l2.median()

@@ -12,18 +12,28 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack
-from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names
+from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names, stop_if_terminated
+from lit_robust.finite import check_finite_outputs
 from lit_robust.models.modes import eval_mode
 
 
 def predict_labels(model: nn.Module, x: Tensor) -> Tensor:
-    """Predicted classes with the model in eval mode (modes restored afterwards), without grad."""
+    """Predicted classes with the model in eval mode (modes restored afterwards), without grad.
+
+    Raises:
+        NonFiniteError: the model's logits are NaN or infinite (``argmax`` would say class 0).
+    """
     with torch.no_grad(), eval_mode(model):
-        return model(x).argmax(dim=1)
+        return check_finite_outputs(model(x), "robustness evaluation").argmax(dim=1)
 
 
 def robust_flags(
-    model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[Attack], individual: bool = True
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attacks: Sequence[Attack],
+    individual: bool = True,
+    trainer: L.Trainer | None = None,
 ) -> dict[str, Tensor]:
     """Per-sample booleans: ``"clean"`` (correctly classified), ``"worst_case"`` (robust to every
     attack at once: the per-sample worst case) and, if ``individual``, per attack name, robust to it.
@@ -31,13 +41,15 @@ def robust_flags(
     A clean mistake is never robust, so attacks run only on clean-correct points. ``individual``:
     each attack runs on all of them, and its entry averages to its own robust accuracy. Otherwise
     each attack runs only on the points every earlier attack failed on (AutoAttack's ensemble):
-    the same worst case for less work, but no per-attack numbers.
+    the same worst case for less work, but no per-attack numbers. With a ``trainer``, a SIGTERM it
+    received stops the evaluation before the next attack.
     """
     clean = predict_labels(model, x) == y
     flags = {"clean": clean}
     worst = clean.clone()
     idx = clean.nonzero().flatten()
     for attack in attacks:
+        stop_if_terminated(trainer)
         if not individual:
             idx = worst.nonzero().flatten()
         robust = torch.zeros_like(clean)
@@ -106,7 +118,7 @@ class RobustnessEvaluation(SubsetEvaluation):
         return {metric_name(stage, key) for key in self.flag_keys()}
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        return robust_flags(model, x, y, self.attacks, self.individual)
+        return robust_flags(model, x, y, self.attacks, self.individual, self.trainer)
 
     def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {metric_name(stage, key): values[key].mean() for key in self.flag_keys()}

@@ -5,6 +5,10 @@ the gathered per-sample values into metrics (:meth:`SubsetEvaluation.summarize`)
 the subset, shards it across processes, batches it, seeds the attacks' randomness without touching
 the training RNG stream, shows progress, gathers the values across processes, logs the metrics, and
 runs in ``fit`` (validation, every n epochs and the last), ``validate`` and ``test``.
+
+A SIGTERM received while attacks run stops the evaluation at the next batch of the subset (or the
+next attack): :func:`stop_if_terminated` raises Lightning's ``SIGTERMException`` there, as Lightning's
+own loops do between batches, and ``lit-robust`` exits with code 143.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from contextlib import contextmanager
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.aggregation import CatMetric
 from tqdm import tqdm  # plain: no ipywidgets needed in notebooks
 
 from lit_robust.attacks.base import Attack
+from lit_robust.validation import MAX_SEED, check_int
 
 
 def seeded_subset(dataset_size: int, num_samples: int, seed: int) -> Tensor:
@@ -52,6 +58,20 @@ def check_distinct_names(attacks: Sequence[Attack]) -> None:
         raise ValueError(f"attacks must have distinct names, got {names}; pass name=... to tell them apart")
 
 
+def stop_if_terminated(trainer: L.Trainer | None) -> None:
+    """Raise ``SIGTERMException`` when the Trainer has received SIGTERM (a no-op outside a Trainer)."""
+    if trainer is not None and trainer.received_sigterm:
+        raise SIGTERMException(143)
+
+
+def gathered_values(metric: CatMetric) -> Tensor:
+    """Every process's values of ``metric``, concatenated; an empty tensor when there are none
+    (``CatMetric`` skips empty updates and then computes ``[]``, e.g. a subset with no clean-correct
+    point to attack)."""
+    values = metric.compute()  # gathers across processes
+    return values if isinstance(values, Tensor) else torch.empty(0, device=metric.device)
+
+
 @contextmanager
 def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's RNG for the block and restore the outer stream afterwards (training is untouched)."""
@@ -64,25 +84,20 @@ class SubsetEvaluation(L.Callback, ABC):
     """Base of the evaluation callbacks (see the module docstring).
 
     Args:
-        num_samples: size of the evaluation subset (the whole split if smaller), > 0.
+        num_samples: size of the evaluation subset (the whole split if smaller), >= 1.
         every_n_epochs: during ``fit``, evaluate every n-th epoch and at the last one, >= 1.
-        seed: picks the subset and seeds the attacks' randomness.
-        batch_size: images evaluated at once, > 0.
+        seed: picks the subset and seeds the attacks' randomness, an integer in [0, 2**64 - 1].
+        batch_size: images evaluated at once, >= 1 (also how often a SIGTERM is noticed).
     """
 
     def __init__(
         self, num_samples: int = 1000, every_n_epochs: int = 1, seed: int = 0, batch_size: int = 250
     ):
-        if num_samples <= 0:
-            raise ValueError(f"num_samples must be > 0, got {num_samples}")
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {batch_size}")
-        self.num_samples = num_samples
-        self.every_n_epochs = every_n_epochs
-        self.seed = seed
-        self.batch_size = batch_size
+        self.num_samples = check_int("num_samples", num_samples, low=1)
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, low=1)
+        self.seed = check_int("seed", seed, low=0, high=MAX_SEED)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.trainer: L.Trainer | None = None  # the Trainer of the running evaluation
 
     @abstractmethod
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -157,16 +172,18 @@ class SubsetEvaluation(L.Callback, ABC):
         shard = subset[trainer.global_rank :: trainer.world_size]  # each process its own shard
         gathered: dict[str, CatMetric] = {}
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        self.trainer = trainer
         with seeded_rng(self.seed, pl_module.device):
             chunks = shard.split(self.batch_size)
             description = f"{type(self).__name__} on the {stage} subset"
             for chunk in tqdm(chunks, desc=description, disable=not show, leave=False):
+                stop_if_terminated(trainer)
                 x, y = stack_items(dataset, chunk.tolist())
                 values = self.per_sample(pl_module, x.to(pl_module.device), y.to(pl_module.device))
                 for key, value in values.items():
                     gathered.setdefault(key, CatMetric(nan_strategy="disable").to(pl_module.device))
                     gathered[key].update(value.float())
-        return {key: metric.compute() for key, metric in gathered.items()}  # gathers across processes
+        return {key: gathered_values(metric) for key, metric in gathered.items()}
 
     def log_metrics(
         self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, metrics: Mapping[str, Tensor]

@@ -137,3 +137,13 @@ def test_fgs_eps_ref_arguments_and_names():
         MinimalPerturbation()
     with pytest.raises(ValueError, match="rho2_steps"):
         MinimalPerturbation(rho2_steps=[5, 5])
+
+
+def test_fgs_eps_ref_search_ends_below_float_resolution_and_at_zero_for_a_model_already_at_target():
+    model, x, y, critical = binary_fgs_problem()
+    # a tolerance below float resolution once looped forever: the bracket stops narrowing
+    fine = run("validate", model, x, y, FGSEpsRef(num_samples=len(x), tolerance=1e-300))
+    eps_50 = float(critical.sort().values[len(x) // 2 - 1])
+    assert fine["val/fgs_eps_50"] == pytest.approx(eps_50, abs=1e-6)
+    wrong = run("validate", model, x, 1 - y, FGSEpsRef(num_samples=len(x)))  # clean accuracy 0
+    assert wrong["val/fgs_eps_50"] == 0 and "val/fgs_eps_ref" not in wrong
