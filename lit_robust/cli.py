@@ -10,19 +10,35 @@
   fp32, seed 0.
 * ``fit`` with ``test_after_fit: true`` tests the best checkpoint, then prints the results with the
   paths of the logs and the checkpoint.
+* Resuming is one command: ``lit-robust fit --config <run>/config.yaml --ckpt_path last`` finds the
+  newest ``<save_dir>/<name>/version_*/checkpoints/last.ckpt`` of the configured logger and goes on
+  in that same folder (logs, checkpoints, report); a ``--ckpt_path`` inside such a folder does too.
+  ``last.ckpt`` always holds the last completed epoch (:class:`RunCheckpoint`). Nothing to resume
+  is an error, never a silent fresh start.
+* A run that fails or is terminated exits non-zero (SIGTERM: 143) and says so; its log folder gets
+  a report that says it did not complete. Checkpoints are loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import pickle
+import re
+import sys
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_robust.callbacks.checkpoint import RunCheckpoint
 from lit_robust.callbacks.robustness_evaluation import RobustnessEvaluation
 from lit_robust.data.base import ImageDataModule
 from lit_robust.defenses.base import RobustClassifier
-from lit_robust.report import write_report
+from lit_robust.loading import refusal
+from lit_robust.report import write_incomplete_report, write_report
+
+SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -54,7 +70,7 @@ class LitRobustCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(RobustnessEvaluation, "robustness")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         # The monitored robust accuracy exists only on the epochs the callback evaluates.
         parser.link_arguments("robustness.every_n_epochs", "checkpoint.every_n_epochs")
         parser.set_defaults(
@@ -72,25 +88,115 @@ class LitRobustCLI(LightningCLI):
             help="After fit, test the best checkpoint and print clean and robust accuracy.",
         )
 
+    # ------------------------------------------------------------------------------- resuming
+    def _parse_ckpt_path(self) -> None:
+        """Resolve ``--ckpt_path last``; then Lightning's own step (it merges the checkpoint's
+        hyperparameters into the config), with a clear error for a file that needs code to load."""
+        config = self.config.get(self.config.get("subcommand") or "", None)
+        if config is None or not config.get("ckpt_path"):
+            return
+        if config["ckpt_path"] == "last":
+            config["ckpt_path"] = str(latest_last_checkpoint(logger_folder(config)))
+        if not Path(config["ckpt_path"]).is_file():
+            raise FileNotFoundError(f"--ckpt_path: no checkpoint at {config['ckpt_path']!r}")
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError as error:
+            raise refusal(config["ckpt_path"], "checkpoint", error) from None
+
+    def before_instantiate_classes(self) -> None:
+        """``fit`` from a checkpoint inside a run folder of the configured logger goes on in it."""
+        config = self.config.get(self.subcommand or "", None)
+        if self.subcommand != "fit" or not config.get("ckpt_path"):
+            return
+        folder, logger = logger_folder(config), config["trainer"]["logger"]
+        run = Path(config["ckpt_path"]).resolve().parent.parent
+        if folder is not None and run.parent == folder.resolve() and logger.init_args.get("version") is None:
+            logger.init_args.version = run.name
+
+    # --------------------------------------------------------------------- running and failing
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Lightning's, plus: a failed or terminated run says so, on the terminal and in its report,
+        and exits non-zero (Lightning's ``SIGTERMException`` would exit with 0)."""
+        try:
+            super()._run_subcommand(subcommand)
+        except SIGTERMException:
+            self._stopped(subcommand, "terminated by SIGTERM")
+            raise SystemExit(SIGTERM_EXIT_CODE) from None
+        except Exception as error:
+            self._stopped(subcommand, f"failed with {type(error).__name__}: {str(error).splitlines()[0]}")
+            raise
+
+    def _stopped(self, subcommand: str, status: str) -> None:
+        trainer = self.trainer
+        where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}"
+        where = where if subcommand == "fit" else ""
+        lines = [f"lit-robust {subcommand}: {status}{where}; the run did not complete."]
+        log_dir = trainer.log_dir
+        if log_dir and Path(log_dir).is_dir() and trainer.is_global_zero:
+            checkpoint = self.config[subcommand].get("ckpt_path")
+            write_incomplete_report(log_dir, subcommand, status + where, checkpoint)
+            lines.append(f"Its report ({log_dir}/report.md) says so and holds no results.")
+            last = Path(log_dir) / "checkpoints" / "last.ckpt"
+            if subcommand == "fit" and last.is_file():
+                lines.append(f"The last completed epoch is in {last}; resume with")
+                lines.append(f"  lit-robust fit --config {log_dir}/config.yaml --ckpt_path last")
+        print("\n".join(lines), file=sys.stderr)
+
+    # ---------------------------------------------------------------------------- the results
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
-        self._report(best)
+        self._report(best, "fit")
 
     def after_test(self) -> None:
-        self._report(self.config[self.subcommand].get("ckpt_path"))
+        self._report(self.config[self.subcommand].get("ckpt_path"), "test")
 
-    def _report(self, checkpoint: str | None) -> None:
+    def _report(self, checkpoint: str | None, command: str) -> None:
         """Print the summary table; write report.json and report.md next to the logs."""
         log_dir = self.trainer.log_dir
         lines = [format_summary(self.trainer.callback_metrics, log_dir, checkpoint or "")]
         if log_dir and self.trainer.is_global_zero:
             seed = self.config[self.subcommand].get("seed_everything")
-            json_path, markdown_path = write_report(self.trainer, checkpoint, log_dir, seed)
+            json_path, markdown_path = write_report(self.trainer, checkpoint, log_dir, seed, command)
             lines.append(f"Report:           {markdown_path} and {json_path.name}")
         print("\n".join(lines))
+
+
+def logger_folder(config: Any) -> Path | None:
+    """``<save_dir>/<name>`` of the configured logger (the folder holding ``version_*``), or ``None``
+    when the logger has no such folder (no logger, or one without ``save_dir``)."""
+    logger = config["trainer"].get("logger")
+    init_args = getattr(logger, "init_args", None)
+    if init_args is None or init_args.get("save_dir") is None:
+        return None
+    return Path(init_args["save_dir"]) / (init_args.get("name") or "")
+
+
+def latest_last_checkpoint(folder: Path | None) -> Path:
+    """``<folder>/version_<N>/checkpoints/last.ckpt`` of the highest ``N`` that has one.
+
+    Raises:
+        FileNotFoundError: there is none (nothing to resume), saying where it looked.
+    """
+    if folder is None:
+        raise FileNotFoundError(
+            "--ckpt_path last looks for <save_dir>/<name>/version_*/checkpoints/last.ckpt of the "
+            "configured logger, and this config has no logger with a save_dir: give the checkpoint's path"
+        )
+    found = [
+        (int(match.group(1)), path)
+        for path in folder.glob("version_*/checkpoints/last.ckpt")
+        if (match := re.fullmatch(r"version_(\d+)", path.parent.parent.name))
+    ]
+    if not found:
+        raise FileNotFoundError(
+            f"--ckpt_path last: no run to resume, no {folder}/version_*/checkpoints/last.ckpt "
+            f"(absolute: {folder.resolve()}); drop --ckpt_path to start a new run"
+        )
+    return max(found)[1]
 
 
 def format_summary(metrics: Mapping[str, object], log_dir: str | None = None, checkpoint: str = "") -> str:

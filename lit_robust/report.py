@@ -1,12 +1,17 @@
 """The robustness report: every ``test/`` number of a run, with the settings that produced it.
 
 Written by ``lit-robust test`` (and ``fit`` with ``test_after_fit``) as ``report.json`` and
-``report.md`` next to the TensorBoard logs.
+``report.md`` next to the TensorBoard logs. Both files are replaced atomically (written to a
+temporary file, then renamed), so a crash or a full disk never leaves half a report. Every report
+says whether its run completed (``run``) and how far the scored checkpoint was trained
+(``checkpoint_progress``); a run that failed or was terminated leaves a report saying so, with no
+numbers (:func:`write_incomplete_report`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -66,8 +71,11 @@ def eps_curves(evaluations: list[dict[str, Any]], metrics: dict[str, float]) -> 
     return {family: [list(p) for p in sorted(points)] for family, points in curves.items() if len(points) > 1}
 
 
-def build_report(trainer: L.Trainer, checkpoint: str | None, seed: int | None = None) -> dict[str, Any]:
-    """Everything the report shows, as plain data (``seed``: the run's global seed)."""
+def build_report(
+    trainer: L.Trainer, checkpoint: str | None, seed: int | None = None, command: str = "test"
+) -> dict[str, Any]:
+    """Everything the report shows, as plain data (``seed``: the run's global seed; ``command``:
+    the ``lit-robust`` subcommand that scored it)."""
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
     evaluations = [evaluation_settings(cb) for cb in trainer.callbacks if isinstance(cb, SubsetEvaluation)]
 
@@ -81,9 +89,11 @@ def build_report(trainer: L.Trainer, checkpoint: str | None, seed: int | None = 
     model = trainer.lightning_module
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run": {"command": command, "completed": True, "status": "finished"},
         "model": type(model).__name__,
         "network": type(getattr(model, "network", model)).__name__,
         "checkpoint": checkpoint,
+        "checkpoint_progress": getattr(model, "checkpoint_progress", None),
         "clean_acc": metrics.get("test/acc"),
         "subset_clean_acc": metrics.get("test/subset_acc"),
         "robust_acc": section("test/robust_acc/"),
@@ -110,7 +120,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Robustness report: {report['model']} ({report['network']})",
         "",
-        f"Checkpoint: `{report['checkpoint']}`  ",
+        f"Run: `{report['run']['command']}` {report['run']['status']}.  ",
+        f"Checkpoint: `{report['checkpoint']}`{progress_text(report['checkpoint_progress'])}  ",
         f"Created: {report['created']}; device {report['hardware']['device']}, "
         f"{report['hardware']['processes']} process(es); seed {report['seed']}",
         "",
@@ -160,17 +171,71 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(
-    trainer: L.Trainer, checkpoint: str | None, directory: str | Path, seed: int | None = None
-) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.md`` into ``directory``; returns both paths."""
-    report = build_report(trainer, checkpoint, seed)
+def progress_text(progress: dict[str, Any] | None) -> str:
+    """`` (written after epoch 3 of 10: training had not finished)``, or nothing when unknown."""
+    if not progress:
+        return ""
+    done, planned = progress.get("epochs_completed"), progress.get("max_epochs")
+    if planned is None or planned < 0:
+        return f" (written after epoch {done})"
+    state = "training finished" if done >= planned else "training had not finished"
+    return f" (written after epoch {done} of {planned}: {state})"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` all at once: write a temporary file beside it, then rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_report(report: dict[str, Any], directory: str | Path) -> tuple[Path, Path]:
+    """Write ``report`` as ``report.json`` and ``report.md`` into ``directory``; returns both paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = directory / "report.json", directory / "report.md"
-    json_path.write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=True) + "\n")
-    markdown_path.write_text(render_markdown(report))
+    write_atomic(json_path, json.dumps(report, indent=2, sort_keys=True, allow_nan=True) + "\n")
+    write_atomic(markdown_path, render_markdown(report) if report["run"]["completed"] else incomplete(report))
     return json_path, markdown_path
+
+
+def write_report(
+    trainer: L.Trainer,
+    checkpoint: str | None,
+    directory: str | Path,
+    seed: int | None = None,
+    command: str = "test",
+) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` of a finished evaluation into ``directory``."""
+    return save_report(build_report(trainer, checkpoint, seed, command), directory)
+
+
+def write_incomplete_report(
+    directory: str | Path, command: str, status: str, checkpoint: str | None = None
+) -> tuple[Path, Path]:
+    """The report of a run that did not complete: what happened, and no numbers."""
+    report = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run": {"command": command, "completed": False, "status": status},
+        "checkpoint": checkpoint,
+        "versions": {name: _version(name) for name in PACKAGES},
+    }
+    return save_report(report, directory)
+
+
+def incomplete(report: dict[str, Any]) -> str:
+    """The Markdown page of an incomplete run."""
+    return (
+        "# Robustness report: incomplete run\n\n"
+        f"`lit-robust {report['run']['command']}` did not complete: {report['run']['status']}.\n\n"
+        "There are no results: nothing in this folder measures the model.\n"
+    )
 
 
 def _version(name: str) -> str | None:

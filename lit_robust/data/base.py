@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from lit_robust.validation import MAX_SEED, check_int
 
 
 def require_files(
@@ -63,6 +65,30 @@ def seeded_split(pool: Sequence[int] | torch.Tensor, val_size: int, seed: int) -
     return order[:cut].tolist(), order[cut:].tolist()
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A new random order of ``range(size)`` every epoch, fixed by ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before each training epoch (as for ``DistributedSampler``),
+    so epoch ``e`` draws the same order whether the run went straight through or was resumed at
+    ``e``: the permutation is ``randperm(size)`` from a generator seeded with ``seed + epoch``.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class TransformedSubset(Dataset):
     """The items ``indices`` of ``dataset`` with ``transform`` applied to each image (not the label).
 
@@ -91,9 +117,10 @@ class ImageDataModule(L.LightningDataModule):
     ``val_set`` and ``test_set`` in :meth:`setup`. ``predict`` uses the test set.
 
     Args:
-        batch_size: images per batch, > 0.
+        batch_size: images per batch, >= 1.
         num_workers: DataLoader worker processes, >= 0.
-        seed: seeds the train/validation split and anything random in the data.
+        seed: seeds the train/validation split and anything random in the data (in [0, 2**64 - 1]);
+            the training order of epoch ``e`` is fixed by ``seed + e`` (:class:`EpochShuffleSampler`).
     """
 
     num_classes: ClassVar[int] = 10
@@ -103,29 +130,32 @@ class ImageDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 128, num_workers: int = 0, seed: int = 0):
         super().__init__()
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.num_workers = check_int("num_workers", num_workers, low=0)
+        self.seed = check_int("seed", seed, low=0, high=MAX_SEED)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, sampler: Sampler | None = None) -> DataLoader:
+        """Batches of ``dataset`` in ``sampler``'s order (in order by default).
+
+        Every loader has its own seeded generator (for worker seeds), so iterating one never draws
+        from the global random stream: a resumed run's streams stay those of the uninterrupted run.
+        """
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not created this split yet")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
-            generator=generator,
+            generator=torch.Generator().manual_seed(self.seed),
             persistent_workers=self.num_workers > 0,
         )
+
+    def _distributed(self) -> bool:
+        return self.trainer is not None and self.trainer.world_size > 1
 
     def _evaluation_loader(self, dataset: Dataset | None) -> DataLoader:
         """In order; under DDP each process gets its own shard and no sample is repeated.
@@ -134,23 +164,21 @@ class ImageDataModule(L.LightningDataModule):
         every process sees as many batches; those repeats would count twice in ``val/acc``. Uneven
         shards are safe here because metrics sync once per epoch (torchmetrics states), not per step.
         """
-        loader = self._loader(dataset, shuffle=False)
-        trainer = self.trainer
-        if trainer is None or trainer.world_size == 1:
-            return loader
-        sampler = UnrepeatedDistributedSampler(
-            loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-        )
-        return DataLoader(
-            loader.dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        if dataset is None or not self._distributed():
+            return self._loader(dataset)
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        return self._loader(dataset, UnrepeatedDistributedSampler(dataset, world, rank, shuffle=False))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        """A new seeded order every epoch (:class:`EpochShuffleSampler`); under DDP a
+        ``DistributedSampler`` with the same ``seed``, whose order Lightning also sets per epoch."""
+        dataset = self.train_set
+        if dataset is None:
+            return self._loader(dataset)  # the error
+        if not self._distributed():
+            return self._loader(dataset, EpochShuffleSampler(len(dataset), self.seed))
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        return self._loader(dataset, DistributedSampler(dataset, world, rank, shuffle=True, seed=self.seed))
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.val_set)
@@ -159,4 +187,4 @@ class ImageDataModule(L.LightningDataModule):
         return self._evaluation_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set)
