@@ -15,8 +15,10 @@ from lit_robust.attacks.base import Attack, ThreatModel, eps_tag
 from lit_robust.attacks.minimal import keep_if_fooled
 from lit_robust.functional.deepfool import TINY, candidate_gradients, top_candidates
 from lit_robust.functional.flow import gaussian_smooth, image_gradient, t_norm, warp
+from lit_robust.validation import check_choice, check_int, check_optional_int, check_optional_real, check_real
 
 Smoothing = Literal["reflect", "zeros"]
+SMOOTHING_PADDINGS = ("reflect", "zeros")
 BOUNDARY_TOL = 1e-6  # the official code's "on a decision boundary" tolerance on logit gaps
 
 
@@ -35,19 +37,16 @@ def check_adef_args(
     overshoot: float,
     smoothing_padding: str,
 ) -> None:
-    """Clear errors for bad hyperparameters, before any work starts."""
-    if max_norm is not None and not (isinstance(max_norm, (int, float)) and 0 <= max_norm < math.inf):
-        raise ValueError(f"max_norm must be a finite number >= 0 (pixels) or None, got {max_norm!r}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    if num_candidates is not None and num_candidates < 1:
-        raise ValueError(f"num_candidates must be >= 1 or None (all classes), got {num_candidates}")
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0 (pixels), got {sigma}")
-    if overshoot < 1:
-        raise ValueError(f"overshoot must be >= 1 (a factor; 1 = none), got {overshoot}")
-    if smoothing_padding not in ("reflect", "zeros"):
-        raise ValueError(f"smoothing_padding must be 'reflect' or 'zeros', got {smoothing_padding!r}")
+    """Clear errors for bad hyperparameters, before any work starts (ranges: :class:`ADef`)."""
+    check_optional_real("max_norm", max_norm, low=0)
+    check_int("max_iter", max_iter, low=1)
+    check_optional_int("num_candidates", num_candidates, low=1)
+    check_real("sigma", sigma, low=0)
+    if check_real("overshoot", overshoot) < 1:
+        raise ValueError(
+            f"overshoot must be >= 1 (a factor, not DeepFool's eta; 1 = none), got {overshoot!r}"
+        )
+    check_choice("smoothing_padding", smoothing_padding, SMOOTHING_PADDINGS)
 
 
 def adef(
@@ -133,15 +132,17 @@ class ADef(Attack):
     are already adversarial and are returned as they are.
 
     Args:
-        max_norm: budget on ``||tau||_T`` in pixels; candidates reaching it are refused (official).
+        max_norm: budget on ``||tau||_T`` in pixels, >= 0 and finite (0 returns the clean input, as
+            every eps); candidates reaching it are refused (official).
             ``None`` (default): unbounded, threat model ``unbounded``, name ``adef``. A number: threat
             model ``flow`` with ``eps = max_norm``, name ``adef_<max_norm>px``. The budgets of the
             ADef and flow-gradient papers are unknown; report the T-norms of the unbounded attack.
-        max_iter: iterations (official code: 50).
-        num_candidates: candidate classes other than the label, by logit at ``x`` (default 9, the
+        max_iter: iterations, >= 1 (official code: 50).
+        num_candidates: candidate classes other than the label, >= 1, by logit at ``x`` (default 9, the
             top-10 of foolbox and of AutoAttack's targeted attacks; ``None`` = all).
-        sigma: width of the Gaussian smoothing in pixels (default 1.0, foolbox; 0 = none).
-        overshoot: a factor >= 1, as the official code defines it (not DeepFool's ``1 + eta``): at
+        sigma: width of the Gaussian smoothing in pixels, >= 0 and finite (default 1.0, foolbox;
+            0 = none).
+        overshoot: a finite factor >= 1, as the official code defines it (not DeepFool's ``1 + eta``): at
             the end, fields that did not fool the model or end on a decision boundary are
             multiplied by it, without exceeding ``max_norm``. Default 1 = no overshoot
             (``papers/evaluation.md`` section 4, official default); the authors' demo used 1.2.

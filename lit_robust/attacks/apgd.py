@@ -18,11 +18,12 @@ from lit_robust.attacks.autoattack_compat import (
     APGDAttack,
     APGDAttack_targeted,
     RestartedAttack,
-    check_count,
     pyautoattack_call,
     resolve_seed,
 )
 from lit_robust.attacks.base import count_classes
+from lit_robust.attacks.float32 import float32_view
+from lit_robust.validation import check_int
 
 
 class _APGD(RestartedAttack):
@@ -34,8 +35,8 @@ class _APGD(RestartedAttack):
             schedule and 5 restarts; use :class:`~lit_robust.attacks.autoattack.AutoAttack` for that).
         steps: iterations per restart, >= 1 (AutoAttack: 100).
         restarts: random restarts, >= 1 (AutoAttack standard: 1); each runs on the points still robust.
-        seed: seed of the random starts (AutoAttack: 0). ``None`` draws one from torch's global
-            generator at each call. The caller's RNG state is left untouched either way.
+        seed: seed of the random starts, an integer >= 0 (AutoAttack: 0). ``None`` draws one from
+            torch's global generator at each call. The caller's RNG state is left untouched either way.
         verbose: print pyautoattack's per-iteration progress.
         name: metric name; default ``<short_name>_<norm>_<eps>`` (``apgd_ce_linf_8_255``).
     """
@@ -53,8 +54,9 @@ class _APGD(RestartedAttack):
         if self.min_classes > 2:
             count_classes(model, x, self.min_classes, f"{type(self).__name__} ({self.loss} loss)")
         options = self._options(x)
+        view, x32 = float32_view(model, x)  # pyautoattack casts x with .float()
         with pyautoattack_call(x, self.verbose):
-            return APGDAttack(model, loss=self.loss, **options).perturb(x, y)
+            return APGDAttack(view, loss=self.loss, **options).perturb(x32, y).to(x.dtype)
 
 
 class APGDCE(_APGD):
@@ -79,8 +81,8 @@ class APGDDLR(_APGD):
 class APGDT(_APGD):
     """APGD-T: APGD on the targeted DLR loss ``-(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2)``.
 
-    Runs once per target ``t``: the ``n_target_classes`` most likely classes other than the
-    top one at the clean input (AutoAttack: 9), each on the points still robust; needs >= 4 classes.
+    Runs once per target ``t``: the ``n_target_classes`` (an integer >= 1; AutoAttack: 9) most likely
+    classes other than the top one at the clean input, each on the points still robust; needs >= 4 classes.
     ``n_target_classes`` is capped at ``num_classes - 1`` (all other classes) at call time.
     Other args: see ``_APGD``.
     """
@@ -101,13 +103,14 @@ class APGDT(_APGD):
         name: str | None = None,
     ):
         super().__init__(eps, norm, steps, restarts, seed, verbose, name)
-        self.n_target_classes = check_count("n_target_classes", n_target_classes)
+        self.n_target_classes = check_int("n_target_classes", n_target_classes, low=1)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         classes = count_classes(model, x, self.min_classes, "APGDT (targeted DLR loss)")
         options = self._options(x)
+        view, x32 = float32_view(model, x)  # pyautoattack casts x with .float()
         with pyautoattack_call(x, self.verbose):
             attack = APGDAttack_targeted(
-                model, n_target_classes=min(self.n_target_classes, classes - 1), **options
+                view, n_target_classes=min(self.n_target_classes, classes - 1), **options
             )
-            return attack.perturb(x, y)
+            return attack.perturb(x32, y).to(x.dtype)

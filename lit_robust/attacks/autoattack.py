@@ -26,7 +26,6 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.autoattack_compat import (
     PyAutoAttack,
-    check_count,
     check_norm,
     check_seed,
     pyautoattack_call,
@@ -34,7 +33,9 @@ from lit_robust.attacks.autoattack_compat import (
     set_apgd_steps,
 )
 from lit_robust.attacks.base import Attack, ThreatModel, attacking, count_classes, project
+from lit_robust.attacks.float32 import float32_view
 from lit_robust.attacks.square import check_l2_tiling
+from lit_robust.validation import check_choice, check_int, check_optional_int
 
 VERSION_COMPONENTS = {
     "standard": ["apgd_ce", "apgd_t", "fab_t", "square"],
@@ -51,13 +52,14 @@ class AutoAttack(Attack):
         eps: budget in pixel units (Linf: in [0, 1]; L2, L1: >= 0).
         norm: ``"linf"``, ``"l2"`` or ``"l1"``.
         version: ``"standard"``, ``"plus"``, ``"rand"`` or ``"custom"``.
-        seed: seed of every component (AutoAttack: 0); ``None`` draws one from torch's global
-            generator at each call. The caller's RNG state is left untouched either way.
+        seed: seed of every component, an integer >= 0 (AutoAttack: 0); ``None`` draws one from
+            torch's global generator at each call. The caller's RNG state is left untouched either way.
         attacks: with ``version="custom"`` only, the components in order, from ``"apgd_ce"``,
             ``"apgd_dlr"``, ``"apgd_t"``, ``"fab"``, ``"fab_t"``, ``"square"``.
         apgd_steps, fab_steps, n_queries: override the version's budgets (APGD / APGD-T steps, FAB
-            steps, Square queries) for cheap runs. The name then says ``custom``: never a headline.
-        batch_size: points per batch inside pyautoattack (its default 250).
+            steps, Square queries; integers >= 1) for cheap runs. The name then says ``custom``: never
+            a headline.
+        batch_size: points per batch inside pyautoattack, >= 1 (its default 250).
         verbose: log pyautoattack's progress to stderr.
         name: metric name; default ``autoattack_<norm>_<eps>`` (``autoattack_linf_8_255``), with
             the version and ``custom`` inserted when they differ from the standard setting.
@@ -83,22 +85,20 @@ class AutoAttack(Attack):
     ):
         self._norm, self.threat_model = check_norm(norm)  # type: ignore[misc]  # one class, three norms
         super().__init__(eps, name)
-        if version not in (*VERSION_COMPONENTS, "custom"):
-            raise ValueError(f"version must be 'standard', 'plus', 'rand' or 'custom', got {version!r}")
+        check_choice("version", version, (*VERSION_COMPONENTS, "custom"))
         if (version == "custom") != (attacks is not None):
             raise ValueError(f"attacks must be given with version='custom' and only then, got {attacks!r}")
         if attacks is not None and (not attacks or set(attacks) - set(COMPONENTS)):
             raise ValueError(f"attacks must be a non-empty list from {list(COMPONENTS)}, got {attacks!r}")
         budgets = {"apgd_steps": apgd_steps, "fab_steps": fab_steps, "n_queries": n_queries}
         for key, value in budgets.items():
-            if value is not None:
-                check_count(key, value)
+            check_optional_int(key, value, low=1)
         self.norm = norm
         self.version = version
         self.seed = check_seed(seed)
         self.attacks = list(attacks) if attacks is not None else None
         self.apgd_steps, self.fab_steps, self.n_queries = apgd_steps, fab_steps, n_queries
-        self.batch_size = check_count("batch_size", batch_size)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
         self.verbose = verbose
         custom = version == "custom" or any(value is not None for value in budgets.values())
         tags = [version] if version not in ("standard", "custom") else []
@@ -111,9 +111,10 @@ class AutoAttack(Attack):
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         seed = resolve_seed(self.seed)
+        view, x32 = float32_view(model, x)  # pyautoattack casts x with .float()
         with pyautoattack_call(x, self.verbose):
-            adversary = self._adversary(model, x, seed)
-            return adversary.run_standard_evaluation(x, y, batch_size=self.batch_size)[0]
+            adversary = self._adversary(view, x32, seed)
+            return adversary.run_standard_evaluation(x32, y, batch_size=self.batch_size)[0].to(x.dtype)
 
     def run_individual(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """Each component run alone on every point (``run_standard_evaluation_individual``).
@@ -125,11 +126,14 @@ class AutoAttack(Attack):
             if self.eps == 0:
                 return {component: x.clone() for component in self.components}
             seed = resolve_seed(self.seed)
+            view, x32 = float32_view(model, x)  # pyautoattack casts x with .float()
             with pyautoattack_call(x, self.verbose):
-                adversary = self._adversary(model, x, seed)
-                results = adversary.run_standard_evaluation_individual(x, y, batch_size=self.batch_size)
+                adversary = self._adversary(view, x32, seed)
+                results = adversary.run_standard_evaluation_individual(x32, y, batch_size=self.batch_size)
             return {
-                component.replace("-", "_"): project(x_adv.detach(), x, self.eps, self.threat_model)
+                component.replace("-", "_"): project(
+                    x_adv.detach().to(x.dtype), x, self.eps, self.threat_model
+                )
                 for component, (x_adv, _) in results.items()
             }
 

@@ -39,6 +39,7 @@ from pyautoattack.square import SquareAttack
 from torch import Tensor
 
 from lit_robust.attacks.base import Attack, GradientMaskingWarning, ThreatModel
+from lit_robust.validation import check_choice, check_int, check_optional_int
 
 __all__ = [
     "LOGGER",
@@ -48,7 +49,6 @@ __all__ = [
     "FABAttack_PT",
     "PyAutoAttack",
     "SquareAttack",
-    "check_count",
     "check_norm",
     "check_seed",
     "pyautoattack_call",
@@ -58,6 +58,7 @@ __all__ = [
 
 LOGGER = logging.getLogger("auto-attack")  # the logger pyautoattack's AutoAttack writes to
 NORMS = {"linf": ("Linf", ThreatModel.LINF), "l2": ("L2", ThreatModel.L2), "l1": ("L1", ThreatModel.L1)}
+MAX_SEED = 2**64 - 1  # torch.manual_seed takes [0, 2**64 - 1] (and negatives, which we refuse)
 FLAGS_DOC = "https://github.com/fra31/auto-attack/blob/master/flags_doc.md"
 
 
@@ -103,16 +104,13 @@ def pyautoattack_call(x: Tensor, verbose: bool = False) -> Iterator[None]:
 
 def check_norm(norm: str) -> tuple[str, ThreatModel]:
     """pyautoattack's spelling of ``norm`` (``"linf"``, ``"l2"`` or ``"l1"``) and its threat model."""
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
-    return NORMS[norm]
+    return NORMS[check_choice("norm", norm, NORMS)]
 
 
 def check_seed(seed: int | None) -> int | None:
-    """Validate an attack's ``seed``: an integer >= 0, or ``None`` (see :func:`resolve_seed`)."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
-    return seed
+    """An attack's ``seed``: an integer in ``[0, 2**64 - 1]`` (what ``torch.manual_seed`` takes), or
+    ``None`` (see :func:`resolve_seed`)."""
+    return check_optional_int("seed", seed, 0, MAX_SEED)
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -128,18 +126,12 @@ def set_apgd_steps(apgd: APGDAttack, steps: int) -> None:
     apgd.size_decr = max(int(0.03 * steps), 1)
 
 
-def check_count(name: str, value: int, minimum: int = 1) -> int:
-    """Validate an integer hyperparameter (steps, restarts, queries, target classes)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 class RestartedAttack(Attack):
     """The settings pyautoattack's iterative attacks share (APGD, FAB-T), validated once.
 
     Args: ``eps`` (pixel units), ``norm`` (``"linf"``, ``"l2"`` or ``"l1"``), ``steps`` and ``restarts``
-    (>= 1), ``seed`` (``None``: drawn from torch's generator at each call), ``verbose``, ``name``; see
+    (integers >= 1), ``seed`` (an integer >= 0; ``None``: drawn from torch's generator at each call),
+    ``verbose``, ``name``; see
     the subclasses for their meaning in each attack.
     """
 
@@ -156,7 +148,7 @@ class RestartedAttack(Attack):
         self._norm, self.threat_model = check_norm(norm)  # type: ignore[misc]  # one class, three norms
         super().__init__(eps, name)
         self.norm = norm
-        self.steps = check_count("steps", steps)
-        self.restarts = check_count("restarts", restarts)
+        self.steps = check_int("steps", steps, low=1)
+        self.restarts = check_int("restarts", restarts, low=1)
         self.seed = check_seed(seed)
         self.verbose = verbose

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust.models.modes import eval_mode, frozen_parameters
+from lit_robust.validation import check_real
 
 
 class GradientMaskingWarning(UserWarning):
@@ -102,8 +103,9 @@ class Attack(ABC):
     """Base of every attack. ``attack(model, x, y)`` returns adversarial inputs in [0, 1].
 
     Args:
-        eps: budget in pixel units ([0, 1] images). Linf: in [0, 1]; L2 and L1: >= 0; flow: the
-            attack's own unit. Minimal-perturbation attacks (``ThreatModel.UNBOUNDED``) take none.
+        eps: budget in pixel units ([0, 1] images), finite. Linf: in [0, 1]; L2 and L1: >= 0; flow:
+            >= 0, in the attack's own unit. 0 is legal: the attack returns the clean input.
+            Minimal-perturbation attacks (``ThreatModel.UNBOUNDED``) take none.
         name: metric name; by default ``<short_name>_<threat model>_<eps tag>`` (``pgd_linf_0.3``),
             or ``<short_name>`` for minimal-perturbation attacks (``deepfool_l2``).
     """
@@ -124,16 +126,13 @@ class Attack(ABC):
             raise ValueError(
                 f"eps is required for {type(self).__name__} ({self.threat_model.value} threat model)"
             )
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps):
-            raise ValueError(f"eps must be a finite number, got {eps!r}")
+        eps = check_real("eps", eps)  # a finite real number: NaN, inf and strings are refused here
         if self.threat_model is ThreatModel.LINF and not 0 <= eps <= 1:
             raise ValueError(
                 f"eps must be in [0, 1] for {type(self).__name__} (Linf, pixel units of [0, 1] "
-                f"images; write 8/255 as 0.0313725), got {eps}"
+                f"images; write 8/255 as 0.0313725), got {eps:g}"
             )
-        if eps < 0:
-            raise ValueError(f"eps must be >= 0 for {type(self).__name__}, got {eps}")
-        self.eps = float(eps)
+        self.eps = check_real("eps", eps, low=0)
 
     @property
     def name(self) -> str:

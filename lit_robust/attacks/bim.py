@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from lit_robust.attacks.advertorch_compat import LinfBasicIterativeAttack
 from lit_robust.attacks.base import Attack, ThreatModel
 from lit_robust.attacks.losses import cross_entropy_sum
+from lit_robust.validation import check_optional_int, check_optional_real
 
 
 def kurakin_steps(eps: float) -> int:
@@ -30,7 +31,7 @@ class BIM(Attack):
         eps: Linf budget in pixel units, in [0, 1].
         steps: number of iterations, >= 1; default Kurakin et al.'s ``min(255 eps + 4, 1.25 * 255 eps)``
             (81 at eps 0.3, 10 at 8/255).
-        step_size: step length in pixel units, > 0; default 1/255 (Kurakin et al.).
+        step_size: step length in pixel units, > 0 and finite; default 1/255 (Kurakin et al.).
         name: metric name; default ``bim_linf_<eps>``.
     """
 
@@ -41,12 +42,10 @@ class BIM(Attack):
         self, eps: float, steps: int | None = None, step_size: float | None = None, name: str | None = None
     ):
         super().__init__(eps, name)
-        if steps is not None and steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if step_size is not None and step_size <= 0:
-            raise ValueError(f"step_size must be > 0, got {step_size}")
+        steps = check_optional_int("steps", steps, low=1)
+        step_size = check_optional_real("step_size", step_size, low=0, low_open=True)
         self.steps = steps if steps is not None else kurakin_steps(self.eps)
-        self.step_size = float(step_size) if step_size is not None else 1 / 255
+        self.step_size = step_size if step_size is not None else 1 / 255
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         attack = LinfBasicIterativeAttack(

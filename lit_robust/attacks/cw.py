@@ -7,7 +7,9 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import CarliniWagnerL2Attack, quiet_advertorch
 from lit_robust.attacks.base import Attack, ThreatModel, count_classes
+from lit_robust.attacks.float32 import float32_view
 from lit_robust.attacks.minimal import keep_if_fooled
+from lit_robust.validation import check_int, check_real
 
 
 class CWL2(Attack):
@@ -49,29 +51,20 @@ class CWL2(Attack):
         name: str | None = None,
     ):
         super().__init__(None, name)
-        if c <= 0:
-            raise ValueError(f"c must be > 0, got {c}")
-        if kappa < 0:
-            raise ValueError(f"kappa must be >= 0, got {kappa}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if binary_search_steps < 1:
-            raise ValueError(f"binary_search_steps must be >= 1, got {binary_search_steps}")
-        self.c = c
-        self.kappa = kappa
-        self.steps = steps
-        self.lr = lr
-        self.binary_search_steps = binary_search_steps
+        self.c = check_real("c", c, low=0, low_open=True)
+        self.kappa = check_real("kappa", kappa, low=0)
+        self.steps = check_int("steps", steps, low=1)
+        self.lr = check_real("lr", lr, low=0, low_open=True)
+        self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, low=1)
         self.abort_early = abort_early
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        view, x32 = float32_view(model, x)  # advertorch's CW keeps float32 distances
         attack = CarliniWagnerL2Attack(
-            model, count_classes(model, x), confidence=self.kappa, learning_rate=self.lr,
+            view, count_classes(model, x), confidence=self.kappa, learning_rate=self.lr,
             binary_search_steps=self.binary_search_steps, max_iterations=self.steps,
             abort_early=self.abort_early, initial_const=self.c,
         )  # fmt: skip
         with quiet_advertorch():
-            x_adv = attack.perturb(x, y)
+            x_adv = attack.perturb(x32, y).to(x.dtype)
         return keep_if_fooled(model, x, y, x_adv)

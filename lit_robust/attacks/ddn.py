@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from lit_robust.attacks.advertorch_compat import DDNL2Attack, quiet_advertorch
 from lit_robust.attacks.base import Attack, ThreatModel
 from lit_robust.attacks.minimal import keep_if_fooled
+from lit_robust.validation import check_int, check_real
 
 
 class DDN(Attack):
@@ -47,19 +48,11 @@ class DDN(Attack):
         name: str | None = None,
     ):
         super().__init__(None, name)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if not 0 < gamma < 1:
-            raise ValueError(f"gamma must be in (0, 1), got {gamma}")
-        if init_norm <= 0:
-            raise ValueError(f"init_norm must be > 0, got {init_norm}")
-        if levels < 2:
-            raise ValueError(f"levels must be >= 2, got {levels}")
-        self.steps = steps
-        self.gamma = gamma
-        self.init_norm = init_norm
+        self.steps = check_int("steps", steps, low=1)
+        self.gamma = check_real("gamma", gamma, 0, 1, low_open=True, high_open=True)
+        self.init_norm = check_real("init_norm", init_norm, low=0, low_open=True)
         self.quantize = quantize
-        self.levels = levels
+        self.levels = check_int("levels", levels, low=2)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         attack = DDNL2Attack(

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack, ThreatModel
 from lit_robust.attacks.minimal import keep_if_fooled
-from lit_robust.functional.deepfool import check_deepfool_args, deepfool
+from lit_robust.functional.deepfool import NORMS, deepfool
+from lit_robust.validation import check_choice, check_int, check_optional_int, check_real
 
 
 class DeepFool(Attack):
@@ -31,9 +32,9 @@ class DeepFool(Attack):
 
     Args:
         norm: ``"l2"`` (short name ``deepfool_l2``) or ``"linf"`` (``deepfool_linf``).
-        overshoot: eta, dimensionless (paper: 0.02).
-        max_iter: iterations per sample (paper: 50).
-        num_candidates: candidate classes other than the label: the largest logits at ``x``
+        overshoot: eta, dimensionless, >= 0 and finite (paper: 0.02; 0: none).
+        max_iter: iterations per sample, >= 1 (paper: 50).
+        num_candidates: candidate classes other than the label, >= 1: the largest logits at ``x``
             (``None`` = all; lower it for many classes, memory grows with it).
         name: metric name; default the short name.
     """
@@ -49,13 +50,12 @@ class DeepFool(Attack):
         num_candidates: int | None = None,
         name: str | None = None,
     ):
-        check_deepfool_args(norm, overshoot, max_iter, num_candidates)
+        self.norm = check_choice("norm", norm, NORMS)
+        self.overshoot = check_real("overshoot", overshoot, low=0)
+        self.max_iter = check_int("max_iter", max_iter, low=1)
+        self.num_candidates = check_optional_int("num_candidates", num_candidates, low=1)
         self.short_name = f"deepfool_{norm}"  # type: ignore[misc]  # per instance: one class, two norms
         super().__init__(None, name)
-        self.norm = norm
-        self.overshoot = overshoot
-        self.max_iter = max_iter
-        self.num_candidates = num_candidates
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         result = deepfool(

@@ -9,7 +9,9 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import ElasticNetL1Attack, quiet_advertorch
 from lit_robust.attacks.base import Attack, ThreatModel, count_classes
+from lit_robust.attacks.float32 import float32_view
 from lit_robust.attacks.minimal import keep_if_fooled
+from lit_robust.validation import check_choice, check_int, check_real
 
 DECISION_RULES = ("EN", "L1")
 
@@ -32,7 +34,8 @@ class EAD(Attack):
 
     Args:
         decision_rule: ``"EN"`` (short name ``ead_en``) or ``"L1"`` (``ead_l1``).
-        beta: L1 weight (also the shrinkage threshold, pixel units), >= 0; default 1e-3.
+        beta: L1 weight (also the shrinkage threshold, pixel units), >= 0 (0: no L1 term, a FISTA
+            version of CW-L2); default 1e-3.
         c: initial weight ``c_0`` of the logit-margin term against the distances, > 0; default 1e-3.
         kappa: confidence margin in logits, >= 0; default 0.
         lr: initial learning rate (pixel units per unit gradient), > 0; default 0.01.
@@ -59,37 +62,24 @@ class EAD(Attack):
         name: str | None = None,
     ):
         super().__init__(None, name)
-        if decision_rule not in DECISION_RULES:
-            raise ValueError(f"decision_rule must be one of {DECISION_RULES}, got {decision_rule!r}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        if c <= 0:
-            raise ValueError(f"c must be > 0, got {c}")
-        if kappa < 0:
-            raise ValueError(f"kappa must be >= 0, got {kappa}")
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if binary_search_steps < 1:
-            raise ValueError(f"binary_search_steps must be >= 1, got {binary_search_steps}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        self.decision_rule = decision_rule
-        self.beta = beta
-        self.c = c
-        self.kappa = kappa
-        self.lr = lr
-        self.binary_search_steps = binary_search_steps
-        self.steps = steps
+        self.decision_rule = check_choice("decision_rule", decision_rule, DECISION_RULES)
+        self.beta = check_real("beta", beta, low=0)
+        self.c = check_real("c", c, low=0, low_open=True)
+        self.kappa = check_real("kappa", kappa, low=0)
+        self.lr = check_real("lr", lr, low=0, low_open=True)
+        self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, low=1)
+        self.steps = check_int("steps", steps, low=1)
         self.abort_early = abort_early
         self.short_name = f"ead_{decision_rule.lower()}"  # type: ignore[misc]
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        view, x32 = float32_view(model, x)  # advertorch's EAD keeps float32 distances
         attack = ElasticNetL1Attack(
-            model, count_classes(model, x), confidence=self.kappa, learning_rate=self.lr,
+            view, count_classes(model, x), confidence=self.kappa, learning_rate=self.lr,
             binary_search_steps=self.binary_search_steps, max_iterations=self.steps,
             abort_early=self.abort_early, initial_const=self.c, beta=self.beta,
             decision_rule=self.decision_rule,
         )  # fmt: skip
         with quiet_advertorch():
-            x_adv = attack.perturb(x, y)
+            x_adv = attack.perturb(x32, y).to(x.dtype)
         return keep_if_fooled(model, x, y, x_adv)

@@ -9,7 +9,9 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import FABAttack, quiet_advertorch
 from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.attacks.float32 import float32_view
 from lit_robust.attacks.minimal import keep_if_fooled
+from lit_robust.validation import check_choice, check_int, check_optional_real, check_real
 
 NORMS = {"linf": "Linf", "l2": "L2"}
 
@@ -33,10 +35,12 @@ class FAB(Attack):
         steps: iterations per restart, >= 1; default 100 (AutoAttack; torchattacks' FAB uses 10).
         restarts: runs, >= 1; restarts after the first start at a random point of radius
             ``min(best, restart_eps) / 2`` (pixel units); default 1.
-        alpha_max: largest weight of the step from the clean point, in [0, 1]; default 0.1.
+        alpha_max: largest weight of the step from the clean point, in [0, 1] (0: no bias toward the
+            clean point); default 0.1.
         eta: overshoot factor, >= 1; default 1.05.
         beta: backward step factor, in (0, 1]; default 0.9.
-        restart_eps: radius for the random restarts, > 0; default advertorch's 0.3 (Linf) or 1.0 (L2).
+        restart_eps: radius for the random restarts, > 0 and finite; default advertorch's 0.3 (Linf)
+            or 1.0 (L2).
         name: metric name; default ``fab_<norm>``.
     """
 
@@ -55,34 +59,21 @@ class FAB(Attack):
         name: str | None = None,
     ):
         super().__init__(None, name)
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if restarts < 1:
-            raise ValueError(f"restarts must be >= 1, got {restarts}")
-        if not 0 <= alpha_max <= 1:
-            raise ValueError(f"alpha_max must be in [0, 1], got {alpha_max}")
-        if eta < 1:
-            raise ValueError(f"eta must be >= 1, got {eta}")
-        if not 0 < beta <= 1:
-            raise ValueError(f"beta must be in (0, 1], got {beta}")
-        if restart_eps is not None and restart_eps <= 0:
-            raise ValueError(f"restart_eps must be > 0, got {restart_eps}")
-        self.norm = norm
-        self.steps = steps
-        self.restarts = restarts
-        self.alpha_max = alpha_max
-        self.eta = eta
-        self.beta = beta
-        self.restart_eps = restart_eps
+        self.norm = check_choice("norm", norm, NORMS)
+        self.steps = check_int("steps", steps, low=1)
+        self.restarts = check_int("restarts", restarts, low=1)
+        self.alpha_max = check_real("alpha_max", alpha_max, 0, 1)
+        self.eta = check_real("eta", eta, low=1)
+        self.beta = check_real("beta", beta, 0, 1, low_open=True)
+        self.restart_eps = check_optional_real("restart_eps", restart_eps, low=0, low_open=True)
         self.short_name = f"fab_{norm}"  # type: ignore[misc]
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        view, x32 = float32_view(model, x)  # advertorch's FAB casts x with .float()
         attack = FABAttack(
-            model, norm=NORMS[self.norm], n_restarts=self.restarts, n_iter=self.steps,
+            view, norm=NORMS[self.norm], n_restarts=self.restarts, n_iter=self.steps,
             eps=self.restart_eps, alpha_max=self.alpha_max, eta=self.eta, beta=self.beta,
         )  # fmt: skip
         with quiet_advertorch():
-            x_adv = attack.perturb(x, y)
+            x_adv = attack.perturb(x32, y).to(x.dtype)
         return keep_if_fooled(model, x, y, x_adv)

@@ -18,11 +18,12 @@ from torch import Tensor, nn
 from lit_robust.attacks.autoattack_compat import (
     FABAttack_PT,
     RestartedAttack,
-    check_count,
     pyautoattack_call,
     resolve_seed,
 )
 from lit_robust.attacks.base import count_classes
+from lit_robust.attacks.float32 import float32_view
+from lit_robust.validation import check_int
 
 
 class FABT(RestartedAttack):
@@ -38,8 +39,8 @@ class FABT(RestartedAttack):
         steps: iterations per target and restart, >= 1 (AutoAttack: 100).
         restarts: >= 1 (AutoAttack's FAB-T: 1).
         n_target_classes: >= 1 (AutoAttack: 9).
-        seed: seed of the random restarts (AutoAttack: 0); ``None`` draws one from torch's global
-            generator at each call. The caller's RNG state is left untouched either way.
+        seed: seed of the random restarts, an integer >= 0 (AutoAttack: 0); ``None`` draws one from
+            torch's global generator at each call. The caller's RNG state is left untouched either way.
         verbose: print pyautoattack's progress.
         name: metric name; default ``fab_t_<norm>_<eps>``.
     """
@@ -58,15 +59,16 @@ class FABT(RestartedAttack):
         name: str | None = None,
     ):
         super().__init__(eps, norm, steps, restarts, seed, verbose, name)
-        self.n_target_classes = check_count("n_target_classes", n_target_classes)
+        self.n_target_classes = check_int("n_target_classes", n_target_classes, low=1)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         classes = count_classes(model, x, 2, "FABT")
         seed = resolve_seed(self.seed)
+        view, x32 = float32_view(model, x)  # pyautoattack casts x with .float()
         with pyautoattack_call(x, self.verbose):
             attack = FABAttack_PT(
-                model, norm=self._norm, n_restarts=self.restarts, n_iter=self.steps, eps=self.eps,
+                view, norm=self._norm, n_restarts=self.restarts, n_iter=self.steps, eps=self.eps,
                 verbose=self.verbose, seed=seed, targeted=True, device=x.device,
                 n_target_classes=min(self.n_target_classes, classes - 1),
             )  # fmt: skip
-            return attack.perturb(x, y)
+            return attack.perturb(x32, y).to(x.dtype)

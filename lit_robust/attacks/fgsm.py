@@ -8,6 +8,7 @@ from lit_robust.attacks.advertorch_compat import GradientSignAttack, perturb_ite
 from lit_robust.attacks.base import Attack, ThreatModel
 from lit_robust.attacks.losses import cross_entropy_sum
 from lit_robust.attacks.pgd import uniform_start
+from lit_robust.validation import check_optional_real
 
 
 class FGSM(Attack):
@@ -20,7 +21,8 @@ class FGSM(Attack):
     Args:
         eps: Linf budget in pixel units, in [0, 1].
         random_start: start from a uniform random point of the ball.
-        step_size: step length in pixel units; defaults to ``eps`` (``1.25 * eps`` with random start).
+        step_size: step length in pixel units, > 0 and finite; defaults to ``eps`` (``1.25 * eps``
+            with random start).
         name: metric name; default ``fgsm_linf_<eps>`` (``fgsm_rs_linf_<eps>`` with random start).
     """
 
@@ -35,10 +37,9 @@ class FGSM(Attack):
         name: str | None = None,
     ):
         super().__init__(eps, name)
-        if step_size is not None and step_size <= 0:
-            raise ValueError(f"step_size must be > 0, got {step_size}")
+        step_size = check_optional_real("step_size", step_size, low=0, low_open=True)
         self.random_start = random_start
-        self.step_size = step_size if step_size is not None else eps * (1.25 if random_start else 1.0)
+        self.step_size = step_size if step_size is not None else self.eps * (1.25 if random_start else 1.0)
         if random_start:
             self.short_name = "fgsm_rs"  # type: ignore[misc]
 

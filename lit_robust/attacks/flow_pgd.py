@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack, ThreatModel, eps_tag
-from lit_robust.functional.flow import Padding, Units, check_units, warp
+from lit_robust.functional.flow import PADDINGS, UNITS, Padding, Units, warp
+from lit_robust.validation import check_choice, check_int, check_optional_real
 
 UNIT_TAGS = {"normalized": "n", "pixels": "px"}
 
@@ -56,9 +57,9 @@ class FlowPGD(Attack):
     padding. With ``alpha = eps / K`` a component reaches ``eps`` only if all its signs agree.
 
     Args:
-        eps: the largest displacement of each flow component, in ``units``.
+        eps: the largest displacement of each flow component, in ``units``, >= 0 and finite.
         steps: K, >= 1.
-        step_size: alpha in ``units``; default ``eps / steps``.
+        step_size: alpha in ``units``, > 0 and finite; default ``eps / steps``.
         units: ``"normalized"`` (default; ``grid_sample`` coordinates with ``align_corners=True``:
             ``2 / (size - 1)`` per pixel, per axis) or ``"pixels"``.
         padding_mode: ``"zeros"`` (official) or ``"border"``.
@@ -79,18 +80,11 @@ class FlowPGD(Attack):
         padding_mode: Padding = "zeros",
         name: str | None = None,
     ):
-        check_units(units)
+        self.units = check_choice("units", units, UNITS)
         super().__init__(eps, name)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if step_size is not None and step_size <= 0:
-            raise ValueError(f"step_size must be > 0, got {step_size}")
-        if padding_mode not in ("zeros", "border"):
-            raise ValueError(f"padding_mode must be 'zeros' or 'border', got {padding_mode!r}")
-        self.steps = steps
-        self.step_size = step_size
-        self.units = units
-        self.padding_mode = padding_mode
+        self.steps = check_int("steps", steps, low=1)
+        self.step_size = check_optional_real("step_size", step_size, low=0, low_open=True)
+        self.padding_mode = check_choice("padding_mode", padding_mode, PADDINGS)
 
     @property
     def name(self) -> str:

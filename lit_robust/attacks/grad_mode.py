@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack
 from lit_robust.models.transforms import EOT
+from lit_robust.validation import check_choice, check_int
 
 SUFFIXES = {"surrogate": "surrogate", "exact": "exact", "softmax": "transfer"}
 
@@ -41,14 +42,11 @@ class WithGradMode(Attack):
     ):
         if not isinstance(attack, Attack):
             raise TypeError(f"attack must be a lit_robust Attack, got {type(attack).__name__}")
-        if grad_mode not in SUFFIXES:
-            raise ValueError(f"grad_mode must be one of {tuple(SUFFIXES)}, got {grad_mode!r}")
+        check_choice("grad_mode", grad_mode, SUFFIXES)
         self.threat_model = attack.threat_model  # type: ignore[misc]  # the inner attack's
         super().__init__(attack.eps, name or f"{attack.name}_{SUFFIXES[grad_mode]}")
-        if isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1:
-            raise ValueError(f"eot_samples must be an integer >= 1, got {eot_samples!r}")
         self.attack = attack
-        self.eot_samples = eot_samples
+        self.eot_samples = check_int("eot_samples", eot_samples, low=1)
         self.grad_mode = grad_mode
         self.short_name = f"{attack.short_name}_{SUFFIXES[grad_mode]}"  # type: ignore[misc]
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_robust.validation import check_choice
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -25,7 +27,5 @@ ATTACK_LOSSES: dict[str, LossFn] = {"ce": cross_entropy_sum, "kl": kl_to_clean_s
 
 
 def check_loss_name(loss: str) -> str:
-    """Validate an attack's ``loss`` argument."""
-    if loss not in ATTACK_LOSSES:
-        raise ValueError(f"loss must be one of {sorted(ATTACK_LOSSES)}, got {loss!r}")
-    return loss
+    """Validate an attack's ``loss`` argument: a key of :data:`ATTACK_LOSSES`."""
+    return check_choice("loss", loss, ATTACK_LOSSES)

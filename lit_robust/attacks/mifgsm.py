@@ -15,6 +15,7 @@ from lit_robust.attacks.advertorch_compat import (
 )
 from lit_robust.attacks.base import Attack, ThreatModel
 from lit_robust.attacks.losses import cross_entropy_sum
+from lit_robust.validation import check_choice, check_int, check_optional_real, check_real
 
 NORMS = {"linf": ThreatModel.LINF, "l2": ThreatModel.L2}
 
@@ -37,10 +38,10 @@ class MIFGSM(Attack):
         eps: budget in pixel units (Linf: in [0, 1]; L2: >= 0).
         norm: ``"linf"`` or ``"l2"``.
         steps: number of iterations, >= 1; default 10 (Dong et al.).
-        decay: momentum decay factor ``mu`` (dimensionless), >= 0; 0 is BIM on L1-normalized gradients.
-            Default 1.0 (Dong et al.). evaluation.md §4, LFR code on MNIST:
+        decay: momentum decay factor ``mu`` (dimensionless), >= 0 and finite; 0 is BIM on
+            L1-normalized gradients. Default 1.0 (Dong et al.). evaluation.md §4, LFR code on MNIST:
             ``MIFGSM(0.3, steps=40, step_size=0.01, decay=0.1)``.
-        step_size: step length in pixel units, > 0; default ``eps / steps`` (Dong et al.).
+        step_size: step length in pixel units, > 0 and finite; default ``eps / steps`` (Dong et al.).
         name: metric name; default ``mifgsm_<norm>_<eps>``.
     """
 
@@ -55,20 +56,14 @@ class MIFGSM(Attack):
         step_size: float | None = None,
         name: str | None = None,
     ):
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
+        norm = check_choice("norm", norm, NORMS)
         self.threat_model = NORMS[norm]  # type: ignore[misc]  # per instance: one class, two norms
         super().__init__(eps, name)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if decay < 0:
-            raise ValueError(f"decay must be >= 0, got {decay}")
-        if step_size is not None and step_size <= 0:
-            raise ValueError(f"step_size must be > 0, got {step_size}")
         self.norm = norm
-        self.steps = steps
-        self.decay = float(decay)
-        self.step_size = float(step_size) if step_size is not None else self.eps / steps
+        self.steps = check_int("steps", steps, low=1)
+        self.decay = check_real("decay", decay, low=0)
+        step_size = check_optional_real("step_size", step_size, low=0, low_open=True)
+        self.step_size = step_size if step_size is not None else self.eps / self.steps
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         if self.norm == "linf":

@@ -12,11 +12,13 @@ from torch import Tensor, nn
 from lit_robust.attacks.advertorch_compat import perturb_iterative, rand_init_delta
 from lit_robust.attacks.base import Attack, ThreatModel
 from lit_robust.attacks.losses import ATTACK_LOSSES, check_loss_name
+from lit_robust.validation import check_choice, check_int, check_optional_real
 
 NORMS = {"linf": ThreatModel.LINF, "l2": ThreatModel.L2, "l1": ThreatModel.L1}
 ORDERS = {ThreatModel.LINF: np.inf, ThreatModel.L2: 2, ThreatModel.L1: 1}
 DEFAULT_L1_SPARSITY = 0.95  # advertorch SparseL1DescentAttack; Tramer & Boneh use q in [80, 99] percent
 NORMAL_START_STD = 0.001  # TRADES code: x + 0.001 * N(0, 1)
+RANDOM_STARTS = ("uniform", "normal", "none")
 
 
 def uniform_start(x: Tensor, eps: float, threat_model: ThreatModel) -> Tensor:
@@ -44,7 +46,7 @@ class PGD(Attack):
         eps: budget in pixel units (Linf: in [0, 1]; L2 and L1: >= 0).
         norm: ``"linf"``, ``"l2"`` or ``"l1"``.
         steps: number of iterations, >= 1.
-        step_size: step length in pixel units; default ``2.5 * eps / steps`` (Madry et al.).
+        step_size: step length in pixel units, > 0 and finite; default ``2.5 * eps / steps`` (Madry et al.).
         random_start: ``"uniform"`` in the ball (Madry), ``"normal"`` ``N(0, 0.001^2)`` (TRADES
             code) or ``"none"``.
         loss: ``"ce"`` or ``"kl"``.
@@ -66,27 +68,20 @@ class PGD(Attack):
         l1_sparsity: float | None = None,
         name: str | None = None,
     ):
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
+        norm = check_choice("norm", norm, NORMS)
         self.threat_model = NORMS[norm]  # type: ignore[misc]  # per instance: one class, three norms
         super().__init__(eps, name)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if step_size is not None and step_size <= 0:
-            raise ValueError(f"step_size must be > 0, got {step_size}")
-        if random_start not in ("uniform", "normal", "none"):
-            raise ValueError(f"random_start must be 'uniform', 'normal' or 'none', got {random_start!r}")
+        self.steps = check_int("steps", steps, low=1)
+        step_size = check_optional_real("step_size", step_size, low=0, low_open=True)
+        self.random_start = check_choice("random_start", random_start, RANDOM_STARTS)
+        l1_sparsity = check_optional_real("l1_sparsity", l1_sparsity, 0, 1, high_open=True)
         if norm != "l1" and l1_sparsity is not None:
             raise ValueError(f"l1_sparsity applies to norm='l1' only, got {l1_sparsity} with norm={norm!r}")
-        if norm == "l1":
-            l1_sparsity = DEFAULT_L1_SPARSITY if l1_sparsity is None else l1_sparsity
-            if not 0 <= l1_sparsity < 1:
-                raise ValueError(f"l1_sparsity must be in [0, 1), got {l1_sparsity}")
+        if norm == "l1" and l1_sparsity is None:
+            l1_sparsity = DEFAULT_L1_SPARSITY
         self.l1_sparsity = l1_sparsity
         self.norm = norm
-        self.steps = steps
-        self.step_size = step_size if step_size is not None else 2.5 * eps / steps
-        self.random_start = random_start
+        self.step_size = step_size if step_size is not None else 2.5 * self.eps / self.steps
         self.loss = check_loss_name(loss)
         if loss != "ce":
             self.short_name = f"pgd_{loss}"  # type: ignore[misc]

@@ -16,13 +16,13 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.autoattack_compat import (
     SquareAttack,
-    check_count,
     check_norm,
     check_seed,
     pyautoattack_call,
     resolve_seed,
 )
 from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.validation import check_int, check_real
 
 
 def check_l2_tiling(height: int, width: int) -> None:
@@ -46,8 +46,8 @@ class Square(Attack):
         n_queries: queries per point, >= 1 (AutoAttack: 5000). The ``p`` schedule is in absolute
             queries, as AutoAttack runs it (``resc_schedule=False``).
         p_init: initial fraction of pixels changed per query, in (0, 1] (AutoAttack: 0.8).
-        seed: seed of the random search (AutoAttack: 0); ``None`` draws one from torch's global
-            generator at each call. The caller's RNG state is left untouched either way.
+        seed: seed of the random search, an integer >= 0 (AutoAttack: 0); ``None`` draws one from
+            torch's global generator at each call. The caller's RNG state is left untouched either way.
         verbose: print pyautoattack's progress.
         name: metric name; default ``square_<norm>_<eps>``.
     """
@@ -66,11 +66,9 @@ class Square(Attack):
     ):
         self._norm, self.threat_model = check_norm(norm)  # type: ignore[misc]  # one class, three norms
         super().__init__(eps, name)
-        if not 0 < p_init <= 1:
-            raise ValueError(f"p_init must be in (0, 1], got {p_init}")
         self.norm = norm
-        self.n_queries = check_count("n_queries", n_queries)
-        self.p_init = p_init
+        self.n_queries = check_int("n_queries", n_queries, low=1)
+        self.p_init = check_real("p_init", p_init, 0, 1, low_open=True)
         self.seed = check_seed(seed)
         self.verbose = verbose
 

@@ -8,7 +8,9 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import SpatialTransformAttack, quiet_advertorch
 from lit_robust.attacks.base import Attack, ThreatModel, count_classes
+from lit_robust.attacks.float32 import float32_view
 from lit_robust.attacks.minimal import keep_if_fooled
+from lit_robust.validation import check_int, check_real
 
 
 class _SpatialTransformAttack(SpatialTransformAttack):
@@ -50,23 +52,18 @@ class StAdv(Attack):
         self, initial_const: float = 0.05, steps: int = 1000, kappa: float = 0.0, name: str | None = None
     ):
         super().__init__(None, name)
-        if initial_const <= 0:
-            raise ValueError(f"initial_const must be > 0, got {initial_const}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if kappa < 0:
-            raise ValueError(f"kappa must be >= 0, got {kappa}")
-        self.initial_const = initial_const
-        self.steps = steps
-        self.kappa = kappa
+        self.initial_const = check_real("initial_const", initial_const, low=0, low_open=True)
+        self.steps = check_int("steps", steps, low=1)
+        self.kappa = check_real("kappa", kappa, low=0)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"StAdv needs images (N, C, H, W), got x of shape {tuple(x.shape)}")
+        view, x32 = float32_view(model, x)  # advertorch's stAdv builds a float32 sampling grid
         attack = _SpatialTransformAttack(
-            model, count_classes(model, x), confidence=self.kappa, initial_const=self.initial_const,
+            view, count_classes(model, x), confidence=self.kappa, initial_const=self.initial_const,
             max_iterations=self.steps,
         )  # fmt: skip
         with quiet_advertorch():
-            x_adv = attack.perturb(x, y)
+            x_adv = attack.perturb(x32, y).to(x.dtype)
         return keep_if_fooled(model, x, y, x_adv, found=attack.found)

@@ -31,6 +31,8 @@ class Transfer(Attack):
         source_name: str = "source",
         name: str | None = None,
     ):
+        if not isinstance(attack, Attack):
+            raise TypeError(f"attack must be a lit_robust Attack, got {type(attack).__name__}")
         if (source is None) == (source_checkpoint is None):
             raise ValueError("give exactly one of source (a model) and source_checkpoint (a path)")
         self.threat_model = attack.threat_model  # type: ignore[misc]  # the inner attack's
