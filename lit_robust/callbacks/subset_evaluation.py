@@ -150,6 +150,7 @@ class SubsetEvaluation(L.Callback, ABC):
     ) -> dict[str, Tensor]:
         """Evaluate the subset of the first dataloader's dataset, log and return the metrics."""
         values = self.gather(trainer, pl_module, stage, dataloaders)
+        stop_if_terminated(trainer)  # an evaluation cut short logs nothing
         if values is None:
             return {}
         metrics = self.summarize(stage, values)

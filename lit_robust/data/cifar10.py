@@ -11,6 +11,7 @@ from torchvision.datasets.utils import check_integrity
 
 from lit_robust.data.base import ImageDataModule, TransformedSubset, require_files, seeded_split
 from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD
+from lit_robust.validation import check_int
 
 ARCHIVE = "cifar-10-python.tar.gz"
 NUM_TRAIN = 50000
@@ -29,7 +30,7 @@ class CIFAR10DataModule(ImageDataModule):
         data_dir: folder that holds (or will hold) ``cifar-10-batches-py``, the folder that
             ``cifar-10-python.tar.gz`` unpacks to.
         download: fetch and unpack the archive (163 MiB) if files are missing.
-        val_size: training images held out for validation, in [0, 50,000).
+        val_size: training images held out for validation, an integer in [0, 50,000).
         augment: random crop (padding 4 pixels) and horizontal flip on the training split.
         batch_size, num_workers, seed: see :class:`ImageDataModule`.
     """
@@ -50,11 +51,9 @@ class CIFAR10DataModule(ImageDataModule):
         seed: int = 0,
     ):
         super().__init__(batch_size, num_workers, seed)
-        if not 0 <= val_size < NUM_TRAIN:
-            raise ValueError(f"val_size must be in [0, {NUM_TRAIN}), got {val_size}")
+        self.val_size = check_int("val_size", val_size, 0, NUM_TRAIN - 1)
         self.data_dir = data_dir
         self.download = download
-        self.val_size = val_size
         self.augment = augment
 
     def _folder(self) -> Path:

@@ -14,6 +14,7 @@ import torch
 from torchvision import datasets, transforms
 
 from lit_robust.data.base import ImageDataModule, TransformedSubset, seeded_split
+from lit_robust.validation import check_int, check_optional_int
 
 DEFAULT_NUM_CLASSES = 1000
 LAYOUT = "<data_dir>/train/<wnid>/*.JPEG and <data_dir>/val/<wnid>/*.JPEG"
@@ -75,12 +76,12 @@ class ImageNetDataModule(ImageDataModule):
         image_size: side of the square images the model sees, in pixels, >= 1.
         resize_size: evaluation images are resized so that their shorter side has this many pixels
             before the center crop, >= ``image_size`` (256 for 224, the standard ratio 0.875).
-        val_size: training images held out for validation, >= 0 and fewer than the training images
-            (after ``train_samples_per_class``).
-        train_samples_per_class: keep only this many seeded random training images per class (for
-            quick runs; validation is held out of these); ``None`` keeps all.
-        test_samples_per_class: evaluate on a fixed seeded subset of this many test images per class;
-            5 gives the 5,000-image subset robustness papers report on (a seeded subset, not
+        val_size: training images held out for validation, an integer >= 0 and fewer than the
+            training images (after ``train_samples_per_class``, checked in :meth:`setup`).
+        train_samples_per_class: keep only this many (>= 1) seeded random training images per class
+            (for quick runs; validation is held out of these); ``None`` keeps all.
+        test_samples_per_class: evaluate on a fixed seeded subset of this many (>= 1) test images per
+            class; 5 gives the 5,000-image subset robustness papers report on (a seeded subset, not
             RobustBench's list of files); ``None`` uses all 50,000.
         batch_size, num_workers, seed: see :class:`ImageDataModule` (JPEG decoding wants workers).
     """
@@ -103,24 +104,15 @@ class ImageNetDataModule(ImageDataModule):
         seed: int = 0,
     ):
         super().__init__(batch_size, num_workers, seed)
-        if image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {image_size}")
-        if resize_size < image_size:
-            raise ValueError(f"resize_size must be >= image_size ({image_size}), got {resize_size}")
-        if val_size < 0:
-            raise ValueError(f"val_size must be >= 0, got {val_size}")
+        self.image_size = check_int("image_size", image_size, 1)
+        self.resize_size = check_int("resize_size", resize_size, image_size)
+        self.val_size = check_int("val_size", val_size, 0)
         for name, value in (
             ("train_samples_per_class", train_samples_per_class),
             ("test_samples_per_class", test_samples_per_class),
         ):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be None or >= 1, got {value}")
+            setattr(self, name, check_optional_int(name, value, 1))
         self.data_dir = data_dir
-        self.image_size = image_size
-        self.resize_size = resize_size
-        self.val_size = val_size
-        self.train_samples_per_class = train_samples_per_class
-        self.test_samples_per_class = test_samples_per_class
         self.input_shape = (3, image_size, image_size)  # type: ignore[misc]
         self.num_classes = len(class_folders(self._root() / "train")) or DEFAULT_NUM_CLASSES  # type: ignore[misc]
 

@@ -9,6 +9,9 @@ from torch.utils.data import random_split
 from torchvision import datasets, transforms
 
 from lit_robust.data.base import ImageDataModule, require_files
+from lit_robust.validation import check_int
+
+NUM_TRAIN = 60000
 
 
 class MNISTDataModule(ImageDataModule):
@@ -20,7 +23,7 @@ class MNISTDataModule(ImageDataModule):
     Args:
         data_dir: folder that holds (or will hold) ``MNIST/raw``.
         download: fetch the files if they are missing.
-        val_size: training images held out for validation, in [0, 60,000).
+        val_size: training images held out for validation, an integer in [0, 60,000).
         batch_size, num_workers, seed: see :class:`ImageDataModule`.
     """
 
@@ -39,11 +42,9 @@ class MNISTDataModule(ImageDataModule):
         seed: int = 0,
     ):
         super().__init__(batch_size, num_workers, seed)
-        if not 0 <= val_size < 60000:
-            raise ValueError(f"val_size must be in [0, 60000), got {val_size}")
+        self.val_size = check_int("val_size", val_size, 0, NUM_TRAIN - 1)
         self.data_dir = data_dir
         self.download = download
-        self.val_size = val_size
 
     def _raw_folder(self) -> Path:
         return Path(self.data_dir).resolve() / "MNIST" / "raw"

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from lit_robust.data.base import ImageDataModule
+from lit_robust.validation import check_int, check_real
 
 
 def make_synthetic(
@@ -30,9 +31,11 @@ class SyntheticDataModule(ImageDataModule):
 
     Args:
         num_classes: number of classes, >= 2.
-        input_shape: (channels, height, width) of each image.
-        num_train, num_val, num_test: images per split.
-        noise: standard deviation of the pixel noise, in pixel units.
+        input_shape: (channels, height, width) of each image, integers >= 1.
+        num_train, num_val, num_test: images per split: ``num_train`` >= 1, the others >= 0 (0: no
+            validation or test split).
+        noise: standard deviation of the pixel noise, in pixel units, finite, >= 0 (0: the prototypes
+            themselves).
         batch_size, num_workers, seed: see :class:`ImageDataModule`.
     """
 
@@ -52,18 +55,18 @@ class SyntheticDataModule(ImageDataModule):
         seed: int = 0,
     ):
         super().__init__(batch_size, num_workers, seed)
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        if len(input_shape) != 3:
-            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape}")
-        if min(num_train, num_val, num_test) < 0:
-            raise ValueError("num_train, num_val and num_test must be >= 0")
-        if noise < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
+        num_classes = check_int("num_classes", num_classes, 2)
+        if isinstance(input_shape, str) or len(input_shape) != 3:
+            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+        shape = tuple(check_int(f"input_shape[{i}]", size, 1) for i, size in enumerate(input_shape))
         self.num_classes = num_classes  # type: ignore[misc]  # instance value shadows the default
-        self.input_shape = tuple(int(s) for s in input_shape)  # type: ignore[misc]
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
-        self.noise = noise
+        self.input_shape = shape  # type: ignore[misc]
+        self.sizes = {
+            "train": check_int("num_train", num_train, 1),
+            "val": check_int("num_val", num_val, 0),
+            "test": check_int("num_test", num_test, 0),
+        }
+        self.noise = check_real("noise", noise, 0)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

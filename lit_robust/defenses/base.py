@@ -155,7 +155,10 @@ class RobustClassifier(L.LightningModule):
         return terms["loss"]
 
     def check_finite_loss(self, terms: Mapping[str, Tensor], batch_idx: int) -> None:
-        """Stop training when any loss term is NaN or infinite, before it reaches the weights.
+        """Stop training when the optimized ``loss`` is NaN or infinite, before it reaches the weights.
+
+        Only ``loss`` decides (a diagnostic may be NaN by design, e.g. an average over an empty
+        group); the message names every non-finite term and gives every term's value.
 
         Under DDP the decision is shared (one small all-reduce per step), so every process stops at
         the same step instead of waiting for the one that raised. Costs one device sync per step.
@@ -164,11 +167,11 @@ class RobustClassifier(L.LightningModule):
             NonFiniteError: naming the epoch, the step, the non-finite terms and every term's value.
         """
         bad = non_finite_terms(terms)
-        diverged = bool(bad)
+        diverged = "loss" in bad
         if self._trainer is not None and self.trainer.world_size > 1:
             diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
         if diverged:
-            where = ", ".join(bad) if bad else "a term on another process"
+            where = ", ".join(bad) if bad else "the loss on another process"
             raise NonFiniteError(
                 f"{type(self).__name__}: the training loss is not finite at epoch {self.current_epoch}, "
                 f"step {self.global_step} (batch {batch_idx}): {where} ({describe_terms(terms)}). "
@@ -207,8 +210,8 @@ class RobustClassifier(L.LightningModule):
         (it may name a file the user never chose). It is loaded at the start of the stage instead.
         """
         self._check_data(stage)
-        strategy = self.trainer.strategy
-        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: make it safe
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if strategy is not None and type(strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default
             strategy.checkpoint_io = SafeCheckpointIO()
 
     def on_fit_start(self) -> None:

@@ -19,6 +19,7 @@ from lit_robust.functional.flow_gradient import (
     random_deformation,
 )
 from lit_robust.functional.input_gradient import input_gradient
+from lit_robust.validation import check_choice, check_real
 
 
 class FlowGradientRegularization(RobustClassifier):
@@ -34,15 +35,16 @@ class FlowGradientRegularization(RobustClassifier):
 
     Args:
         network: the classifier (starts with ``Normalize``; inputs in [0, 1]).
-        lam: weight of ``R``, >= 0, in the active ``convention``. Default 4.4 (pixel convention), the
-            official README's 300 on 32 x 32 images at batch 128; the paper's per-dataset values are
-            **unknown**. Conversion for ``H = W``: ``lam_pix = lam_off ((W - 1) / 2)^2 / B^2``
-            (CIFAR, B = 128: 100 / 200 / 300 -> 1.47 / 2.93 / 4.40). ``lam = 0`` is standard training.
+        lam: weight of ``R``, finite and >= 0, in the active ``convention``. Default 4.4 (pixel
+            convention), the official README's 300 on 32 x 32 images at batch 128; the paper's
+            per-dataset values are **unknown**. Conversion for ``H = W``:
+            ``lam_pix = lam_off ((W - 1) / 2)^2 / B^2`` (CIFAR, B = 128: 100 / 200 / 300 -> 1.47 / 2.93 /
+            4.40). ``lam = 0`` is standard training.
         convention: ``"pixel"`` (ours, default): ``R`` is the per-sample squared norm in pixel units,
             independent of batch size and resolution; ``"official"``: the official code's scale, the
             squared gradient of the batch-*mean* loss w.r.t. the normalized flow, averaged over the
             batch, ``R_off = (1/B^2) (1/B) sum_b ||G_norm,b||^2`` (``B`` the actual batch size).
-        rs_sigma_px: std of the random-start flow in pixels (official 0.01 normalized, about 0.155 px
+        rs_sigma_px: std of the random-start flow in pixels, >= 0 (official 0.01 normalized, about 0.155 px
             on 32 px); default 0.155. 0 turns the random start off.
         adversary: optional FGR + adversarial deformation training (the paper's best variant; its
             recipe is **unknown**): ``x~ = adversary(model, x, y)`` (e.g. ``FlowPGD`` with K = 7)
@@ -66,12 +68,9 @@ class FlowGradientRegularization(RobustClassifier):
         init_from: str | None = None,
     ):
         super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
-        if lam < 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
-        if convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-        if rs_sigma_px < 0:
-            raise ValueError(f"rs_sigma_px must be >= 0 (pixels), got {rs_sigma_px}")
+        lam = check_real("lam", lam, 0)
+        convention = check_choice("convention", convention, CONVENTIONS)
+        rs_sigma_px = check_real("rs_sigma_px", rs_sigma_px, 0)
         if adversary is not None and not isinstance(adversary, Attack):
             raise TypeError(f"adversary must be a lit_robust Attack or None, got {type(adversary).__name__}")
         self.lam = lam

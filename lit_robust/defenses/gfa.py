@@ -25,6 +25,7 @@ from lit_robust.functional.alignment import (
     per_sample_task_loss,
 )
 from lit_robust.models.taps import DEFAULT_TAP_TYPES, Taps
+from lit_robust.validation import check_choice, check_real
 
 INPUT_TAP = "input"
 VARIANTS = ("first", "deep")
@@ -105,18 +106,20 @@ class GFA(RobustClassifier):
             The paper's DEEP layer set is *unknown*.
         tap_types: module classes (dotted paths in YAML) tapped by ``"deep"``; default Conv2d and Linear
             (*inferred*).
-        lam: weight of the alignment term, dimensionless, >= 0 (*unknown*; ours 1.0, sweep 0.01-10).
+        lam: weight of the alignment term, dimensionless, finite and >= 0 (*unknown*; ours 1.0, sweep
+            0.01-10).
         penalty: ``phi``: ``"abs"`` ``1 - |c|`` (default, sign-agnostic: in bias-free ReLU networks
             correctly classified samples have ``c <= 0``), ``"sq"`` ``1 - c^2`` (smooth at 0) or
             ``"pos"`` ``1 - c`` (ablation only). The paper's exact form is *unknown*.
         task_loss: ``"ce"`` (ours, default) or ``"mse"``: ``sum_k (softmax(z)_k - 1[k = y])^2``, the
             paper's "MSE" as we read it (on probabilities or logits: *unknown*).
-        layer_weights: optional ``{tap name: w_t >= 0}`` (``"input"`` for ``h_in``); taps not listed
-            weigh 1. The sum is normalized by ``sum_t w_t`` so ``lam`` does not grow with depth.
-            Default uniform (the paper's weighting is *unknown*).
-        input_center: ``c_in`` in pixel units: ``h_in = x - c_in``. 0.5 reproduces the paper's [-1, 1]
-            inputs exactly (cosine is scale-free); 0 aligns with the raw pixels.
-        eps_cos: floor of ``||g|| ||h||`` in the cosine (ours, 1e-12): a zero gradient gives ``c = 0``.
+        layer_weights: optional ``{tap name: w_t}``, each finite and >= 0 (``"input"`` for ``h_in``);
+            taps not listed weigh 1. The sum is normalized by ``sum_t w_t`` so ``lam`` does not grow
+            with depth. Default uniform (the paper's weighting is *unknown*).
+        input_center: ``c_in`` in pixel units, in [0, 1]: ``h_in = x - c_in``. 0.5 reproduces the
+            paper's [-1, 1] inputs exactly (cosine is scale-free); 0 aligns with the raw pixels.
+        eps_cos: floor of ``||g|| ||h||`` in the cosine, > 0 (ours, 1e-12): a zero gradient gives
+            ``c = 0`` (with no floor it would give 0 / 0 = NaN).
         num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
 
     Logs ``train/loss``, ``train/ce`` (or ``train/mse``), ``train/gfa_reg`` (``R_GFA``, unweighted by
@@ -146,25 +149,22 @@ class GFA(RobustClassifier):
         init_from: str | None = None,
     ):
         super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
-        if lam < 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
-        if penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
-        if task_loss not in TASK_LOSSES:
-            raise ValueError(f"task_loss must be one of {TASK_LOSSES}, got {task_loss!r}")
-        if eps_cos < 0:
-            raise ValueError(f"eps_cos must be >= 0, got {eps_cos}")
-        weights = dict(layer_weights or {})
-        negative = {k: w for k, w in weights.items() if w < 0}
-        if negative:
-            raise ValueError(f"layer_weights must be >= 0, got {negative}")
+        lam = check_real("lam", lam, 0)
+        penalty = check_choice("penalty", penalty, PENALTIES)
+        task_loss = check_choice("task_loss", task_loss, TASK_LOSSES)
+        weights = {
+            name: check_real(f"layer_weights[{name!r}]", weight, 0)
+            for name, weight in dict(layer_weights or {}).items()
+        }
+        input_center = check_real("input_center", input_center, 0, 1)
+        eps_cos = check_real("eps_cos", eps_cos, 0, low_open=True)
         self.layer_taps = build_taps(network, taps, tap_types)  # selection only: hooks live per step
-        self.lam = float(lam)
+        self.lam = lam
         self.penalty = penalty
         self.task_loss = task_loss
         self.layer_weights = weights
-        self.input_center = float(input_center)
-        self.eps_cos = float(eps_cos)
+        self.input_center = input_center
+        self.eps_cos = eps_cos
 
     def tap_weights(self, names: Sequence[str]) -> list[float]:
         """``w_t`` of each tap; an unknown key in ``layer_weights`` or an all-zero weighting is an error."""

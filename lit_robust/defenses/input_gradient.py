@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from lit_robust.defenses.base import RobustClassifier
 from lit_robust.functional.flow_gradient import random_deformation
 from lit_robust.functional.input_gradient import NORMS, Norm, gradient_norm, input_gradient
+from lit_robust.validation import check_choice, check_real
 
 
 class InputGradientRegularization(RobustClassifier):
@@ -25,12 +26,13 @@ class InputGradientRegularization(RobustClassifier):
 
     Args:
         network: the classifier (starts with ``Normalize``; inputs in [0, 1]).
-        lam: weight of the penalty, >= 0; its unit is 1 / (gradient norm in 1/pixel-intensity units)^q.
+        lam: weight of the penalty, finite and >= 0; its unit is 1 / (gradient norm in 1/pixel-intensity
+            units)^q.
             The paper's values are **unknown**; our default 1.0, the spec's sweep {0.1, 1, 10, 100}.
             ``lam = 0`` is standard training (no double backward).
         norm: ``"l2sq"`` (default, ``||g||_2^2``), ``"l2"`` (``||g||_2``) or ``"l1"`` (``||g||_1``).
             The paper's choice is **unknown** (squared L2 assumed, as double backpropagation).
-        rs_sigma_px: random-start deformation before the loss, the std of a Gaussian flow in pixels
+        rs_sigma_px: random-start deformation before the loss, the std of a Gaussian flow in pixels, >= 0
             (as :class:`~lit_robust.defenses.flow_gradient.FlowGradientRegularization`, for a
             controlled comparison). Default 0 (off); whether the paper used it is **unknown**.
         num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
@@ -48,15 +50,9 @@ class InputGradientRegularization(RobustClassifier):
         init_from: str | None = None,
     ):
         super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
-        if lam < 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        if rs_sigma_px < 0:
-            raise ValueError(f"rs_sigma_px must be >= 0 (pixels), got {rs_sigma_px}")
-        self.lam = lam
-        self.norm = norm
-        self.rs_sigma_px = rs_sigma_px
+        self.lam = check_real("lam", lam, 0)
+        self.norm = check_choice("norm", norm, NORMS)
+        self.rs_sigma_px = check_real("rs_sigma_px", rs_sigma_px, 0)
 
     def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         if self.lam > 0:

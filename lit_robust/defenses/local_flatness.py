@@ -23,28 +23,28 @@ from lit_robust.functional.input_gradient import (
     input_gradient,
 )
 from lit_robust.models.modes import eval_mode, frozen_parameters
+from lit_robust.validation import check_choice, check_int, check_real
 
 BALLS = {"inf": ThreatModel.LINF, "2": ThreatModel.L2}
 GRADIENT_NORMS: dict[int, Norm] = {1: "l1", 2: "l2"}  # q -> the norm's name
 INIT_STD = 0.001  # official code: x + 0.001 * N(0, I), clipped to [0, 1]
 
 
-def check_inner_maximization(eps: float, alpha: float, steps: int, p: str, q: int, init_std: float) -> None:
-    """Clear errors for the arguments of :func:`maximize_gradient_norm`, before any work."""
-    if p not in BALLS:
+def check_inner_maximization(
+    eps: float, alpha: float, steps: int, p: str, q: int, init_std: float
+) -> tuple[float, float, int, str, int, float]:
+    """The arguments of :func:`maximize_gradient_norm`, checked before any work (ranges as
+    :class:`LocalFlatnessRegularization` documents them) and returned as ``(eps, alpha, steps, p, q,
+    init_std)``."""
+    if isinstance(p, bool) or p not in BALLS:
         raise ValueError(f"p (the ball) must be 'inf' or '2', got {p!r}")
-    if q not in GRADIENT_NORMS:
+    if isinstance(q, bool) or not isinstance(q, int) or q not in GRADIENT_NORMS:
         raise ValueError(f"q (the gradient norm) must be 1 or 2, got {q!r}")
-    if p == "inf" and not 0 <= eps <= 1:
-        raise ValueError(f"eps must be in [0, 1] for the Linf ball (pixel units of [0, 1] images), got {eps}")
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if alpha <= 0:
-        raise ValueError(f"alpha (inner step size) must be > 0, got {alpha}")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if init_std < 0:
-        raise ValueError(f"init_std must be >= 0, got {init_std}")
+    eps = check_real("eps", eps, 0, 1 if p == "inf" else None)
+    alpha = check_real("alpha", alpha, 0, low_open=True)
+    steps = check_int("steps", steps, 0)
+    init_std = check_real("init_std", init_std, 0)
+    return eps, alpha, steps, p, q, init_std
 
 
 def maximize_gradient_norm(
@@ -121,20 +121,21 @@ class LocalFlatnessRegularization(RobustClassifier):
         network: the classifier (starts with ``Normalize``; inputs in [0, 1]). The official MNIST
             model is :class:`~lit_robust.models.SmallCNN` without dropout.
         eps: radius of the ball, pixel units (official: 0.3 on MNIST, 0.031 on CIFAR-10). Linf: in
-            [0, 1]; L2: >= 0.
+            [0, 1]; L2: finite, >= 0. 0 penalizes the gradient norm at the (noisy) clean point.
         alpha: inner step size, pixel units per step (official: 0.01 MNIST, 0.007 CIFAR-10), > 0.
-        steps: inner ascent steps K (official: 40 MNIST, 10 CIFAR-10), >= 0; a step costs one double
-            backprop, so a training step costs about K + 1 double backprops.
-        lam: weight of the penalty (official: 0.02 MNIST, 0.03 CIFAR-10; not tied to eps), >= 0.
+        steps: inner ascent steps K (official: 40 MNIST, 10 CIFAR-10), an integer >= 0 (0: the penalty
+            at the random start); a step costs one double backprop, so a training step costs about
+            K + 1 double backprops.
+        lam: weight of the penalty (official: 0.02 MNIST, 0.03 CIFAR-10; not tied to eps), finite, >= 0.
             Units: loss per unit of (pixel-space) gradient norm. ``lam = 0`` skips the inner loop and
             is exactly standard training.
         p: the ball, ``"inf"`` (official) or ``"2"`` (ours, not in the official code: L2 steepest
             ascent ``alpha·s/||s||_2`` and L2 projection; use it with ``q = 2``, the dual norm).
         q: the gradient norm, 1 (official, dual of Linf) or 2.
-        init_std: std of the Gaussian start noise, pixel units (official 0.001); 0 starts at ``x``.
+        init_std: std of the Gaussian start noise, pixel units, >= 0 (official 0.001); 0 starts at ``x``.
         penalty_bn_mode: ``"train"`` (official) or ``"eval"``: BatchNorm mode of the penalty forward.
-        lam_warmup_epochs: ours, off by default (0), untested against the paper: ``lam`` ramps
-            linearly as ``lam·min(1, (epoch + 1) / lam_warmup_epochs)``, for the instability the
+        lam_warmup_epochs: an integer >= 0; ours, off by default (0), untested against the paper:
+            ``lam`` ramps linearly as ``lam·min(1, (epoch + 1) / lam_warmup_epochs)``, for the instability the
             official CIFAR run shows (collapse to 10% after ~210 epochs).
         log_clean_grad_norm: also log the gradient norm at the clean point (``train/lfr_grad_norm_clean``)
             and ``train/lfr_inner_gain``; costs one plain backward through the clean graph per step
@@ -170,19 +171,12 @@ class LocalFlatnessRegularization(RobustClassifier):
         init_from: str | None = None,
     ):
         super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
-        p = str(p)
-        check_inner_maximization(eps, alpha, steps, p, q, init_std)
-        if lam < 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
-        if penalty_bn_mode not in ("train", "eval"):
-            raise ValueError(f"penalty_bn_mode must be 'train' or 'eval', got {penalty_bn_mode!r}")
-        if lam_warmup_epochs < 0:
-            raise ValueError(f"lam_warmup_epochs must be >= 0, got {lam_warmup_epochs}")
-        self.eps, self.alpha, self.steps, self.lam = float(eps), float(alpha), steps, float(lam)
-        self.p, self.q, self.init_std = p, q, float(init_std)
+        eps, alpha, steps, p, q, init_std = check_inner_maximization(eps, alpha, steps, str(p), q, init_std)
+        self.eps, self.alpha, self.steps, self.lam = eps, alpha, steps, check_real("lam", lam, 0)
+        self.p, self.q, self.init_std = p, q, init_std
         self.norm = GRADIENT_NORMS[q]
-        self.penalty_bn_mode = penalty_bn_mode
-        self.lam_warmup_epochs = lam_warmup_epochs
+        self.penalty_bn_mode = check_choice("penalty_bn_mode", penalty_bn_mode, ("train", "eval"))
+        self.lam_warmup_epochs = check_int("lam_warmup_epochs", lam_warmup_epochs, 0)
         self.log_clean_grad_norm = log_clean_grad_norm
         self._diagnostics: dict[str, Tensor] = {}
 

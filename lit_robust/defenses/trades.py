@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from lit_robust.attacks.base import Attack
 from lit_robust.defenses.adversarial_training import AdversarialTraining
+from lit_robust.validation import check_real
 
 
 class TRADES(AdversarialTraining):
@@ -23,7 +24,8 @@ class TRADES(AdversarialTraining):
     Args:
         network: the classifier (starts with ``Normalize``; inputs in [0, 1]).
         attack: the inner maximization, an attack with ``loss="kl"``.
-        beta: weight of the robustness term (official: 1.0 on MNIST, 6.0 on CIFAR-10), >= 0.
+        beta: weight of the robustness term, dimensionless, finite and >= 0 (official: 1.0 on MNIST,
+            6.0 on CIFAR-10); 0 trains on the clean cross-entropy only.
         num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
 
     Logs ``train/ce`` (clean cross-entropy) and ``train/kl`` (unweighted). A kind of
@@ -46,9 +48,7 @@ class TRADES(AdversarialTraining):
                 f"TRADES' inner attack must maximize the KL divergence (loss='kl'), "
                 f"got {type(attack).__name__} with loss={attack.loss!r}"
             )
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        self.beta = beta
+        self.beta = check_real("beta", beta, 0)
 
     def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         x_adv = self.attack(self, x, y)

@@ -30,8 +30,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_robust.attacks.base import Attack
 from lit_robust.data.base import TransformedSubset
 from lit_robust.defenses.base import RobustClassifier
-from lit_robust.functional.wnll import check_graph_args, mu_value, wnll_scores, wnll_straight_through
+from lit_robust.functional.wnll import MU_RULES, WEIGHTS, wnll_scores, wnll_straight_through
 from lit_robust.models.modes import eval_mode
+from lit_robust.validation import check_choice, check_int, check_optional_int, check_optional_real, check_real
 
 GRAD_MODES = ("surrogate", "exact")
 VIEWS = ("surrogate", "exact", "softmax")
@@ -49,18 +50,17 @@ class WNLLNetwork(nn.Module):
 
     Args:
         backbone: the feature extractor ``φ``.
-        feature_dim: ``d``, the size of ``φ(x)`` (64 for the CIFAR ResNets, 200 for SmallCNN).
-        num_classes: logits of the linear head.
-        buffer_layers: number of ``ReLU(Linear(d, d))`` layers in ``β`` (spec: 1; the natural-training
-            code used 2).
+        feature_dim: ``d``, the size of ``φ(x)``, >= 1 (64 for the CIFAR ResNets, 200 for SmallCNN).
+        num_classes: logits of the linear head, >= 2.
+        buffer_layers: number of ``ReLU(Linear(d, d))`` layers in ``β``, >= 1 (spec: 1; the
+            natural-training code used 2).
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, buffer_layers: int = 1):
         super().__init__()
-        if feature_dim < 1 or buffer_layers < 1:
-            raise ValueError(
-                f"feature_dim and buffer_layers must be >= 1, got {feature_dim}, {buffer_layers}"
-            )
+        feature_dim = check_int("feature_dim", feature_dim, 1)
+        num_classes = check_int("num_classes", num_classes, 2)
+        buffer_layers = check_int("buffer_layers", buffer_layers, 1)
         self.backbone = backbone
         self.buffer = nn.Sequential(
             *[
@@ -92,10 +92,8 @@ class WNLLClassifier(nn.Module):
 
     def __init__(self, defense: WNLL, grad_mode: Literal["surrogate", "exact"] = "surrogate"):
         super().__init__()
-        if grad_mode not in GRAD_MODES:
-            raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
         self.defense = defense
-        self.grad_mode = grad_mode
+        self.grad_mode = check_choice("grad_mode", grad_mode, GRAD_MODES)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.defense.wnll_logits(x, self.grad_mode)
@@ -146,20 +144,23 @@ class WNLL(RobustClassifier):
         adversary: optional stage-A training attack on the softmax network (PGD-AT: the paper's robust
             setting, ``PGD(0.031, steps=10, step_size=0.007)`` on CIFAR-10), used as
             :class:`~lit_robust.defenses.adversarial_training.AdversarialTraining` uses its attack.
-        stage_a_epochs, stage_b_epochs: epochs per round of each stage (>= 0, not both 0).
+        stage_a_epochs, stage_b_epochs: epochs per round of each stage (integers >= 0, not both 0).
         cycles: rounds of (A then B), >= 1 (spec default 1; the natural-training code used 2).
-        stage_b_templates: templates per stage-B graph (official 2000); the batch is the queries (official
-            4000: set the datamodule's batch size).
-        stage_b_lr: learning rate of stage B in round ``r`` is ``stage_b_lr / r`` (official 0.05); ``None``:
-            keep the optimizer's.
+        stage_b_templates: templates per stage-B graph, >= 1 (official 2000); the batch is the queries
+            (official 4000: set the datamodule's batch size).
+        stage_b_lr: learning rate of stage B in round ``r`` is ``stage_b_lr / r``, finite, > 0 (official
+            0.05); ``None``: keep the optimizer's.
         loss_rows: ``"all"`` (default) or ``"misclassified"``.
-        k, k_sigma, weight, mu, ridge: the graph (:func:`~lit_robust.functional.wnll.wnll_scores`; 15, 8).
+        k, k_sigma, weight, mu, ridge: the graph (:func:`~lit_robust.functional.wnll.wnll_scores`): ``k``
+            neighbours, an integer >= 2 (15); ``k_sigma``, the rank of the neighbour that sets ``σ``, in
+            [2, k] (8); ``weight`` ``"paper"`` or ``"code"``; ``mu`` ``"paper"``, ``"code"`` or a finite
+            number >= 0; ``ridge`` (relative, dimensionless), finite, >= 0 (1e-6; 0 solves exactly).
         solve_dtype: ``"float32"`` or ``"float64"`` for the dense solve.
-        num_templates: inference templates (official 50 000; capped at the train set's size).
-        template_chunks: chunks of templates per query graph at test (official 10 chunks of 5000).
-        val_template_chunks: chunks used in validation (``None``: all).
-        query_batch_size: queries per graph (official 1000).
-        template_seed: seeds the template choice and the stage-B draws.
+        num_templates: inference templates, >= 1 (official 50 000; capped at the train set's size).
+        template_chunks: chunks of templates per query graph at test, >= 1 (official 10 chunks of 5000).
+        val_template_chunks: chunks used in validation, in [1, template_chunks] (``None``: all).
+        query_batch_size: queries per graph, >= 1 (official 1000).
+        template_seed: an integer >= 0; seeds the template choice and the stage-B draws.
         grad_mode: ``"surrogate"`` or ``"exact"``, the gradient of ``forward`` (see :class:`WNLLClassifier`).
         input_transform: optional module applied to the *queries* at prediction (``forward``, every gradient
             view, ``acc_softmax``), never to templates nor in training: e.g.
@@ -202,39 +203,32 @@ class WNLL(RobustClassifier):
     ):
         network = WNLLNetwork(backbone, feature_dim, num_classes, buffer_layers)
         super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
-        check_graph_args(k, k_sigma, weight)
-        mu_value(mu, 2, 1)  # validates mu
         if adversary is not None and not isinstance(adversary, Attack):
             raise TypeError(f"adversary must be a lit_robust Attack or None, got {type(adversary).__name__}")
-        if stage_a_epochs < 0 or stage_b_epochs < 0 or stage_a_epochs + stage_b_epochs == 0:
-            raise ValueError(
-                f"stage_a_epochs and stage_b_epochs must be >= 0 and not both 0, got {stage_a_epochs}, "
-                f"{stage_b_epochs}"
-            )
-        if cycles < 1:
-            raise ValueError(f"cycles must be >= 1, got {cycles}")
-        if loss_rows not in LOSS_ROWS:
-            raise ValueError(f"loss_rows must be one of {LOSS_ROWS}, got {loss_rows!r}")
-        if solve_dtype not in ("float32", "float64"):
-            raise ValueError(f"solve_dtype must be 'float32' or 'float64', got {solve_dtype!r}")
-        if grad_mode not in GRAD_MODES:
-            raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
-        for name, value in [
-            ("stage_b_templates", stage_b_templates), ("num_templates", num_templates),
-            ("template_chunks", template_chunks), ("query_batch_size", query_batch_size),
-        ]:  # fmt: skip
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if val_template_chunks is not None and not 1 <= val_template_chunks <= template_chunks:
-            raise ValueError(
-                f"val_template_chunks must be None or in [1, template_chunks={template_chunks}], "
-                f"got {val_template_chunks}"
-            )
+        stage_a_epochs = check_int("stage_a_epochs", stage_a_epochs, 0)
+        stage_b_epochs = check_int("stage_b_epochs", stage_b_epochs, 0)
+        if stage_a_epochs + stage_b_epochs == 0:
+            raise ValueError("stage_a_epochs and stage_b_epochs must not both be 0")
+        cycles = check_int("cycles", cycles, 1)
+        stage_b_templates = check_int("stage_b_templates", stage_b_templates, 1)
+        stage_b_lr = check_optional_real("stage_b_lr", stage_b_lr, 0, low_open=True)
+        loss_rows = check_choice("loss_rows", loss_rows, LOSS_ROWS)
+        k = check_int("k", k, 2)  # the point itself is rank 1
+        k_sigma = check_int("k_sigma", k_sigma, 2, k)  # rank 1 would give sigma = 0
+        weight = check_choice("weight", weight, WEIGHTS)
+        mu = check_choice("mu", mu, MU_RULES) if isinstance(mu, str) else check_real("mu", mu, 0)
+        ridge = check_real("ridge", ridge, 0)
+        solve_dtype = check_choice("solve_dtype", solve_dtype, ("float32", "float64"))
+        num_templates = check_int("num_templates", num_templates, 1)
+        template_chunks = check_int("template_chunks", template_chunks, 1)
+        chunks = template_chunks
+        val_template_chunks = check_optional_int("val_template_chunks", val_template_chunks, 1, chunks)
+        query_batch_size = check_int("query_batch_size", query_batch_size, 1)
+        template_seed = check_int("template_seed", template_seed, 0)
+        grad_mode = check_choice("grad_mode", grad_mode, GRAD_MODES)
         self.adversary = adversary
         self.stage_a_epochs, self.stage_b_epochs, self.cycles = stage_a_epochs, stage_b_epochs, cycles
         self.stage_b_templates = stage_b_templates
-        if stage_b_lr is not None and stage_b_lr <= 0:
-            raise ValueError(f"stage_b_lr must be > 0 or None, got {stage_b_lr}")
         self.stage_b_lr = stage_b_lr
         self._stage_a_lrs: list[float] | None = None  # the lrs to restore after a stage-B round
         self.loss_rows = loss_rows

@@ -45,6 +45,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lit_robust.validation import check_choice, check_int, check_optional_int, check_real
+
 Norm = Literal["l2", "linf"]
 NORMS = ("l2", "linf")
 TINY = 1e-12  # guards divisions by a zero gradient norm (a dead network); far below any real norm
@@ -60,14 +62,10 @@ class DeepFoolResult(NamedTuple):
 
 def check_deepfool_args(norm: str, overshoot: float, max_iter: int, num_candidates: int | None) -> None:
     """Clear errors for bad hyperparameters, before any work starts."""
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if overshoot < 0:
-        raise ValueError(f"overshoot must be >= 0, got {overshoot}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    if num_candidates is not None and num_candidates < 1:
-        raise ValueError(f"num_candidates must be >= 1 or None (all classes), got {num_candidates}")
+    check_choice("norm", norm, NORMS)
+    check_real("overshoot", overshoot, low=0)
+    check_int("max_iter", max_iter, low=1)
+    check_optional_int("num_candidates", num_candidates, low=1)
 
 
 def top_candidates(logits: Tensor, source: Tensor, num_candidates: int | None) -> Tensor:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_robust.validation import check_choice
+
 Units = Literal["pixels", "normalized"]
 Padding = Literal["zeros", "border"]
 UNITS = ("pixels", "normalized")
@@ -33,9 +35,7 @@ PADDINGS = ("zeros", "border")
 
 
 def check_units(units: str) -> str:
-    if units not in UNITS:
-        raise ValueError(f"units must be one of {UNITS}, got {units!r}")
-    return units
+    return check_choice("units", units, UNITS)
 
 
 def _per_axis(flow: Tensor, height: int, width: int) -> Tensor:

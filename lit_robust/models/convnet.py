@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from lit_robust.models.normalize import Normalize
+from lit_robust.validation import check_int
 
 
 class ConvNet(nn.Module):
@@ -24,8 +25,8 @@ class ConvNet(nn.Module):
     About 0.145 M parameters.
 
     Args:
-        num_classes: number of output logits.
-        in_channels: image channels (3 for CIFAR-10).
+        num_classes: number of output logits, >= 2.
+        in_channels: image channels, >= 1 (3 for CIFAR-10).
         mean, std: per-channel normalization statistics in pixel units (the paper used MatConvNet
             contrast normalization and ZCA whitening, which we do not reproduce: see
             ``papers/deep_defense.md`` (d) 4).
@@ -39,6 +40,8 @@ class ConvNet(nn.Module):
         std: float | Sequence[float] = 1.0,
     ):
         super().__init__()
+        num_classes = check_int("num_classes", num_classes, 2)
+        in_channels = check_int("in_channels", in_channels, 1)
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from lit_robust.models.normalize import Normalize
+from lit_robust.validation import check_int
 
 
 class LeNet(nn.Module):
@@ -21,13 +22,13 @@ class LeNet(nn.Module):
     (``conv5(1->20) - maxpool2 - conv5(20->50) - maxpool2 - fc800->500 - ReLU - fc500->10``).
 
     Args:
-        num_classes: number of output logits.
-        in_channels: image channels (1 for MNIST, 3 for CIFAR-10).
-        input_size: image height = width in pixels (28 or 32).
+        num_classes: number of output logits, >= 2.
+        in_channels: image channels, >= 1 (1 for MNIST, 3 for CIFAR-10).
+        input_size: image height = width in pixels (28 or 32); at least 16 - 2 ``first_padding``.
         mean, std: per-channel normalization statistics in pixel units.
-        conv_channels: output channels of the two 5 x 5 convolutions.
-        hidden: widths of the hidden fully connected layers (each followed by ReLU).
-        first_padding: zero padding of the first convolution, in pixels.
+        conv_channels: output channels of the two 5 x 5 convolutions, integers >= 1.
+        hidden: widths of the hidden fully connected layers (each followed by ReLU), integers >= 1.
+        first_padding: zero padding of the first convolution, in pixels, >= 0.
         conv_activation: ReLU after each convolution.
     """
 
@@ -44,9 +45,14 @@ class LeNet(nn.Module):
         conv_activation: bool = True,
     ):
         super().__init__()
-        if len(conv_channels) != 2:
-            raise ValueError(f"conv_channels must give the two convolutions' widths, got {conv_channels}")
-        c1, c2 = (int(c) for c in conv_channels)
+        num_classes = check_int("num_classes", num_classes, 2)
+        in_channels = check_int("in_channels", in_channels, 1)
+        input_size = check_int("input_size", input_size, 1)
+        first_padding = check_int("first_padding", first_padding, 0)
+        if isinstance(conv_channels, str) or len(conv_channels) != 2:
+            raise ValueError(f"conv_channels must give the two convolutions' widths, got {conv_channels!r}")
+        c1, c2 = (check_int(f"conv_channels[{i}]", c, 1) for i, c in enumerate(conv_channels))
+        hidden = [check_int(f"hidden[{i}]", size, 1) for i, size in enumerate(hidden)]
         side = ((input_size + 2 * first_padding - 4) // 2 - 4) // 2
         if side < 1:
             raise ValueError(
@@ -61,8 +67,8 @@ class LeNet(nn.Module):
         layers: list[nn.Module] = [nn.Flatten()]
         width = c2 * side * side
         for size in hidden:
-            layers += [nn.Linear(width, int(size)), nn.ReLU()]
-            width = int(size)
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
         layers.append(nn.Linear(width, num_classes))
         self.classifier = nn.Sequential(*layers)
 

@@ -7,15 +7,16 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from lit_robust.models.normalize import Normalize
+from lit_robust.validation import check_int
 
 
 class MLP(nn.Module):
     """``Normalize -> Flatten -> [Linear -> ReLU] * len(hidden) -> Linear``.
 
     Args:
-        num_classes: number of output logits.
-        input_shape: (channels, height, width) of one image.
-        hidden: widths of the hidden layers.
+        num_classes: number of output logits, >= 2.
+        input_shape: (channels, height, width) of one image, integers >= 1.
+        hidden: widths of the hidden layers, integers >= 1 (none: a linear classifier).
         mean, std: per-channel normalization statistics in pixel units.
     """
 
@@ -28,11 +29,13 @@ class MLP(nn.Module):
         std: float | Sequence[float] = 1.0,
     ):
         super().__init__()
+        num_classes = check_int("num_classes", num_classes, 2)
         in_features = 1
-        for size in input_shape:
-            in_features *= int(size)
+        for i, size in enumerate(input_shape):
+            in_features *= check_int(f"input_shape[{i}]", size, 1)
         layers: list[nn.Module] = [Normalize(mean, std), nn.Flatten()]
-        for width in hidden:
+        for i, width in enumerate(hidden):
+            width = check_int(f"hidden[{i}]", width, 1)
             layers += [nn.Linear(in_features, width), nn.ReLU()]
             in_features = width
         layers.append(nn.Linear(in_features, num_classes))

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lit_robust.validation import check_int
 
 
 class PreActBlock(nn.Module):
@@ -67,7 +68,7 @@ class PreActResNet(nn.Module):
     Args:
         num_blocks: basic blocks per stage, four entries; ``(2, 2, 2, 2)`` is PreAct ResNet-18,
             ``(3, 4, 6, 3)`` PreAct ResNet-34.
-        num_classes: number of output logits.
+        num_classes: number of output logits, >= 2.
         mean, std: per-channel normalization statistics in pixel units (default CIFAR-10).
     """
 
@@ -80,8 +81,9 @@ class PreActResNet(nn.Module):
     ):
         super().__init__()
         num_blocks = tuple(num_blocks)
-        if len(num_blocks) != 4 or any(not isinstance(n, int) or n < 1 for n in num_blocks):
+        if len(num_blocks) != 4 or any(type(n) is not int or n < 1 for n in num_blocks):  # bool refused
             raise ValueError(f"num_blocks must be four integers >= 1, got {num_blocks}")
+        num_classes = check_int("num_classes", num_classes, 2)
         self.normalize = Normalize(mean, std)
         self.stem = nn.Conv2d(3, 64, 3, padding=1, bias=False)
         self.stage1 = _stage(64, 64, num_blocks[0], 1)

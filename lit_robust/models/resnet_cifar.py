@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lit_robust.validation import check_choice, check_int
 
 SHORTCUTS = ("A", "B")
 
@@ -97,7 +98,7 @@ class CifarResNet(nn.Module):
 
     Args:
         depth: number of weighted layers, ``6n + 2`` with ``n >= 1`` (20, 32, 44, 56, 110, ...).
-        num_classes: number of output logits.
+        num_classes: number of output logits, >= 2.
         mean, std: per-channel normalization statistics in pixel units (default CIFAR-10).
         shortcut: ``"A"`` (zero-padded identity, parameter free, as in the paper) or ``"B"`` (1x1
             convolution + BN where the shape changes, as in the official WNLL code).
@@ -114,8 +115,8 @@ class CifarResNet(nn.Module):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...), got {depth!r}")
-        if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+        num_classes = check_int("num_classes", num_classes, 2)
+        shortcut = check_choice("shortcut", shortcut, SHORTCUTS)
         self.depth = depth
         blocks = (depth - 2) // 6
         self.normalize = Normalize(mean, std)

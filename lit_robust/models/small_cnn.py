@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from lit_robust.models.normalize import Normalize
+from lit_robust.validation import check_int, check_real
 
 
 class SmallCNN(nn.Module):
@@ -17,10 +18,10 @@ class SmallCNN(nn.Module):
     the local-flatness code does not, so ``dropout`` defaults to 0.
 
     Args:
-        num_classes: number of output logits.
-        in_channels: image channels (1 for MNIST, 3 for CIFAR-10).
-        input_size: image height = width in pixels (28 for MNIST, 32 for CIFAR-10).
-        dropout: dropout probability after ``fc1`` (TRADES: 0.5).
+        num_classes: number of output logits, >= 2.
+        in_channels: image channels, >= 1 (1 for MNIST, 3 for CIFAR-10).
+        input_size: image height = width in pixels, >= 16 (28 for MNIST, 32 for CIFAR-10).
+        dropout: dropout probability after ``fc1``, in [0, 1) (TRADES: 0.5).
         mean, std: per-channel normalization statistics in pixel units.
         zero_init_head: start the last layer at zero (TRADES, local flatness). Turn it off for GFA:
             with a zero head every layer's loss gradient is zero at the start, the alignment penalty
@@ -39,6 +40,10 @@ class SmallCNN(nn.Module):
         zero_init_head: bool = True,
     ):
         super().__init__()
+        num_classes = check_int("num_classes", num_classes, 2)
+        in_channels = check_int("in_channels", in_channels, 1)
+        input_size = check_int("input_size", input_size, 16)  # 16 -> 14 -> 12 -> 6 -> 4 -> 2 -> 1
+        dropout = check_real("dropout", dropout, 0, 1, high_open=True)
         side = ((input_size - 4) // 2 - 4) // 2
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(

@@ -31,6 +31,7 @@ import torchvision
 from torch import Tensor, nn
 
 from lit_robust.models.normalize import Normalize
+from lit_robust.validation import check_int
 
 # Builders whose auxiliary classifiers would make the output a named tuple in training mode; they are
 # switched off (and the current default initialization requested explicitly) unless given.
@@ -68,7 +69,7 @@ class TorchvisionModel(nn.Module):
     Args:
         name: a torchvision classification model (``torchvision.models.list_models(module=
             torchvision.models)``), case-insensitive, e.g. ``"resnet50"``, ``"vit_b_16"``.
-        num_classes: number of output logits.
+        num_classes: number of output logits, >= 2.
         mean, std: per-channel normalization statistics in pixel units (default ImageNet).
         model_kwargs: further keyword arguments of the torchvision builder (``dropout``,
             ``image_size``, ...); ``weights`` and ``num_classes`` are not allowed here. For
@@ -85,6 +86,7 @@ class TorchvisionModel(nn.Module):
         model_kwargs: dict[str, Any] | None = None,
     ):
         super().__init__()
+        num_classes = check_int("num_classes", num_classes, 2)
         available = classification_models()
         key = name.lower() if isinstance(name, str) else name
         if key not in available:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from lit_robust.functional.bpda import identity, straight_through
 from lit_robust.functional.total_variation import check_tv_arguments, tv_inpaint
+from lit_robust.validation import check_choice, check_int, check_optional_int, check_real
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -69,10 +70,10 @@ class TotalVariationMinimization(nn.Module):
             optimum on MNIST digits, ~1e-4 on natural-like images, float32).
         backward: ``"identity"`` (BPDA) or ``"none"`` (zero gradient).
         train_probability: in [0, 1]; the share of images transformed in training mode (default 1).
-        seed: seeds a private ``torch.Generator`` (one per device) for the masks (and the training-
-            mode choice of images): a module built with the same seed draws the same masks, call
-            after call. ``None`` (default) draws from torch's global generator, so
-            ``seed_everything`` makes runs reproducible. :meth:`reseed` restarts the stream.
+        seed: an integer >= 0 or ``None``: seeds a private ``torch.Generator`` (one per device) for
+            the masks (and the training-mode choice of images): a module built with the same seed
+            draws the same masks, call after call. ``None`` (default) draws from torch's global
+            generator, so ``seed_everything`` makes runs reproducible. :meth:`reseed` restarts the stream.
         solve_dtype: ``"float32"`` (default) or ``"float64"``: dtype of the solve; the output has
             ``x``'s dtype.
 
@@ -99,37 +100,21 @@ class TotalVariationMinimization(nn.Module):
         solve_dtype: Literal["float32", "float64"] = "float32",
     ):
         super().__init__()
-        if isinstance(drop_prob, bool) or not isinstance(drop_prob, (int, float)) or not 0 <= drop_prob < 1:
-            raise ValueError(f"drop_prob must be a number in [0, 1), got {drop_prob!r}")
-        check_tv_arguments(tv_weight, iterations)
-        if backward not in ("identity", "none"):
-            raise ValueError(f"backward must be 'identity' (BPDA) or 'none', got {backward!r}")
-        if (
-            isinstance(train_probability, bool)
-            or not isinstance(train_probability, (int, float))
-            or not 0 <= train_probability <= 1
-        ):
-            raise ValueError(f"train_probability must be a number in [0, 1], got {train_probability!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
-        if solve_dtype not in _DTYPES:
-            raise ValueError(f"solve_dtype must be 'float32' or 'float64', got {solve_dtype!r}")
-        self.drop_prob = float(drop_prob)
+        self.drop_prob = check_real("drop_prob", drop_prob, 0, 1, high_open=True)
+        check_tv_arguments(tv_weight, iterations)  # a finite tv_weight > 0 and an integer iterations >= 1
         self.tv_weight = float(tv_weight)
         self.iterations = iterations
-        self.backward = backward
-        self.train_probability = float(train_probability)
-        self.seed = seed
-        self.solve_dtype = solve_dtype
+        self.backward = check_choice("backward", backward, ("identity", "none"))
+        self.train_probability = check_real("train_probability", train_probability, 0, 1)
+        self.seed = check_optional_int("seed", seed, 0)
+        self.solve_dtype = check_choice("solve_dtype", solve_dtype, tuple(_DTYPES))
         self._generators: dict[torch.device, torch.Generator] = {}
 
     # ----------------------------------------------------------------------------------- randomness
     def reseed(self, seed: int | None = None) -> None:
         """Restart the random stream from ``seed`` (default: the constructor's ``seed``)."""
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
-            self.seed = seed
+            self.seed = check_int("seed", seed, 0)
         self._generators = {}
 
     def _generator(self, device: torch.device) -> torch.Generator | None:
@@ -218,7 +203,7 @@ class EOT(nn.Module):
         model: a randomized model (inputs in [0, 1], logits out).
         samples: draws ``S`` >= 1 per forward (evaluation.md: 20).
         average: ``"logits"`` or ``"probabilities"``.
-        draws_per_pass: copies of the batch per forward pass of ``model`` (default: all ``S``).
+        draws_per_pass: copies of the batch per forward pass of ``model``, >= 1 (default: all ``S``).
     """
 
     def __init__(
@@ -231,18 +216,10 @@ class EOT(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
-        if average not in ("logits", "probabilities"):
-            raise ValueError(f"average must be 'logits' or 'probabilities', got {average!r}")
-        if draws_per_pass is not None and (
-            isinstance(draws_per_pass, bool) or not isinstance(draws_per_pass, int) or draws_per_pass < 1
-        ):
-            raise ValueError(f"draws_per_pass must be None or an integer >= 1, got {draws_per_pass!r}")
         self.model = model
-        self.samples = samples
-        self.average = average
-        self.draws_per_pass = draws_per_pass
+        self.samples = check_int("samples", samples, 1)
+        self.average = check_choice("average", average, ("logits", "probabilities"))
+        self.draws_per_pass = check_optional_int("draws_per_pass", draws_per_pass, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         per_pass = self.draws_per_pass or self.samples

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lit_robust.validation import check_int
 
 # Channels of each 3x3 convolution, "M" for 2x2 max pooling (Simonyan & Zisserman, Table 1).
 CONFIGS: dict[int, str] = {
@@ -52,7 +53,7 @@ class VGG(nn.Module):
 
     Args:
         depth: number of weighted layers: 11, 13, 16 or 19.
-        num_classes: number of output logits.
+        num_classes: number of output logits, >= 2.
         mean, std: per-channel normalization statistics in pixel units (default CIFAR-10).
     """
 
@@ -64,8 +65,9 @@ class VGG(nn.Module):
         std: float | Sequence[float] = CIFAR10_STD,
     ):
         super().__init__()
-        if depth not in CONFIGS:
+        if check_int("depth", depth) not in CONFIGS:
             raise ValueError(f"depth must be one of {sorted(CONFIGS)}, got {depth!r}")
+        num_classes = check_int("num_classes", num_classes, 2)
         self.depth = depth
         self.normalize = Normalize(mean, std)
         layers: list[nn.Module] = []

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lit_robust.validation import check_int, check_real
 
 
 class WideBasicBlock(nn.Module):
@@ -71,7 +72,7 @@ class WideResNet(nn.Module):
     Args:
         depth: number of weighted layers, ``6n + 4`` with ``n >= 1`` (16, 28, 34, 70, ...).
         widen_factor: channel multiplier ``k`` >= 1 (10 for WRN-34-10).
-        num_classes: number of output logits.
+        num_classes: number of output logits, >= 2.
         dropout: dropout probability inside every block, in [0, 1) (TRADES and Madry et al.: 0).
         mean, std: per-channel normalization statistics in pixel units (default CIFAR-10).
     """
@@ -90,8 +91,8 @@ class WideResNet(nn.Module):
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (16, 28, 34, 70, ...), got {depth!r}")
         if isinstance(widen_factor, bool) or not isinstance(widen_factor, int) or widen_factor < 1:
             raise ValueError(f"widen_factor must be an integer >= 1, got {widen_factor!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        num_classes = check_int("num_classes", num_classes, 2)
+        dropout = check_real("dropout", dropout, 0, 1, high_open=True)
         self.depth = depth
         self.widen_factor = widen_factor
         blocks = (depth - 4) // 6

@@ -235,9 +235,49 @@ def test_normalized_rho_space_measures_after_normalize():
     assert normalized["rho_mean"] != pixel["rho_mean"] and math.isfinite(normalized["rho_mean"])
 
 
+def with_blank_images(x: Tensor, y: Tensor, blanks: int = NUM_CLASSES) -> tuple[Tensor, Tensor]:
+    """``x`` followed by ``blanks`` all-zero images labelled 0, 1, ... (most of them misclassified)."""
+    zeros = torch.zeros(blanks, *x.shape[1:], dtype=x.dtype)
+    return torch.cat([x, zeros]), torch.cat([y, torch.arange(blanks) % NUM_CLASSES])
+
+
+def test_a_training_step_on_all_zero_images_has_a_finite_loss_and_gradients():
+    """rho = ||dx|| / ||x|| is undefined at x = 0: such images are left out of the penalty, not an
+    infinite exp(d rho) that ends training at step 1."""
+    x, y = next(iter(tiny_data().train_dataloader()))
+    x, y = with_blank_images(x[:8], y[:8])
+    model = DeepDefense(tiny_cnn(), num_classes=NUM_CLASSES)
+    model.train()
+    terms = model.compute_loss(x, y)
+    terms["loss"].backward()
+    assert math.isfinite(terms["loss"].item()) and math.isfinite(terms["rho_mean"])
+    assert terms["n_blank"] == NUM_CLASSES and terms["df_reg_wrong"] > 0  # real images still penalized
+    assert_every_parameter_has_a_gradient(model)
+
+
+def test_blank_images_add_nothing_to_the_penalty_and_count_in_the_batch_size():
+    x, y = double_batch()
+    x, y = x[:12], y[:12]
+    network = tiny_cnn().double()
+    model = DeepDefense(network, num_classes=NUM_CLASSES).eval()
+    plain = model.compute_loss(x, y)
+    padded = model.compute_loss(*with_blank_images(x, y))
+    assert plain["n_blank"] == 0 and padded["n_blank"] == NUM_CLASSES
+    for key in ("df_reg_correct", "df_reg_wrong"):  # lam / N with N = all 16 images, blank ones included
+        torch.testing.assert_close(padded[key] * (12 + NUM_CLASSES), plain[key] * 12, rtol=1e-12, atol=0)
+    for key in ("rho_correct", "rho_wrong", "frac_not_fooled"):
+        torch.testing.assert_close(padded[key], plain[key], rtol=1e-12, atol=0)
+    # in the normalized space the blank image is the Normalize mean (tiny_cnn: 0.5), not the zero image
+    normalized = DeepDefense(network, rho_space="normalized", num_classes=NUM_CLASSES).eval()
+    gray = torch.full((2, *x.shape[1:]), 0.5, dtype=x.dtype)
+    assert normalized.compute_loss(torch.cat([x, gray]), torch.cat([y, y[:2]]))["n_blank"] == 2
+    assert normalized.compute_loss(*with_blank_images(x, y))["n_blank"] == 0
+
+
 def test_bad_arguments_are_clear_errors():
     for kwargs, name in [
-        ({"lam": -1.0}, "lam"), ({"c": 0.0}, "c and d"), ({"df_steps_train": 0}, "df_steps_train"),
+        ({"lam": -1.0}, "lam"), ({"c": 0.0}, "^c must be > 0"), ({"d": -1.0}, "^d must be > 0"),
+        ({"df_steps_train": 0}, "df_steps_train"),
         ({"overshoot": -0.1}, "overshoot"), ({"num_candidates": 1}, "num_candidates"),
         ({"norm_eps": -1.0}, "norm_eps"), ({"exp_clip": 0.0}, "exp_clip"),
         ({"rho_space": "zca"}, "rho_space"),
@@ -262,7 +302,7 @@ def test_init_from_a_checkpoint_of_another_defense(tmp_path):
 
     model = DeepDefense(tiny_cnn(seed=0), init_from=reference, num_classes=NUM_CLASSES)
     assert not states_equal(model.network, source.network)
-    model.setup("fit")
+    model.on_fit_start()
     assert states_equal(model.network, source.network)
 
     tuned = DeepDefense(
@@ -277,7 +317,7 @@ def test_init_from_a_checkpoint_of_another_defense(tmp_path):
     restored = DeepDefense.load_from_checkpoint(
         trainer.checkpoint_callback.best_model_path, network=tiny_cnn(seed=1), init_from=reference
     )
-    restored.setup("test")  # the checkpoint's weights win over init_from
+    restored.on_test_start()  # the checkpoint's weights win over init_from
     assert states_equal(restored.network, tuned.network)
 
 
@@ -287,7 +327,7 @@ def test_init_from_plain_state_dicts(tmp_path):
     torch.save(StandardTraining(donor, num_classes=NUM_CLASSES).state_dict(), tmp_path / "module.pt")
     for name in ("network.pt", "module.pt"):
         model = StandardTraining(tiny_cnn(seed=0), num_classes=NUM_CLASSES, init_from=str(tmp_path / name))
-        model.setup("fit")
+        model.on_fit_start()
         assert states_equal(model.network, donor)
 
 

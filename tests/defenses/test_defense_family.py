@@ -115,7 +115,7 @@ def test_init_from_fine_tunes_the_network_of_another_defense(cls, tmp_path):
     fit.fit(reference, datamodule=tiny_data())
     fit.save_checkpoint(tmp_path / "reference.ckpt")
     model = make(cls, init_from=str(tmp_path / "reference.ckpt"))
-    model.setup("fit")
+    model.on_fit_start()  # where the Trainer loads it, after any checkpoint restore
     for key, value in reference.network.state_dict().items():
         torch.testing.assert_close(model.network.state_dict()[key], value, msg=key)
 
