@@ -54,6 +54,7 @@ class LitRobustCLI(LightningCLI):
     """LightningCLI with lit_robust's links, callbacks and defaults (see the module docstring)."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs):
+        self._resumed_version = None  # the logger's init_args whose version a resume set
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -113,6 +114,14 @@ class LitRobustCLI(LightningCLI):
         run = Path(config["ckpt_path"]).resolve().parent.parent
         if folder is not None and run.parent == folder.resolve() and logger.init_args.get("version") is None:
             logger.init_args.version = run.name
+            self._resumed_version = logger.init_args
+
+    def after_instantiate_classes(self) -> None:
+        """The logger now writes into the resumed folder; the config saved there keeps ``version``
+        unset, so reusing it for a new run (``--config <run>/config.yaml``) starts a new folder."""
+        super().after_instantiate_classes()
+        if self._resumed_version is not None:
+            self._resumed_version.version = None
 
     # --------------------------------------------------------------------- running and failing
     def _run_subcommand(self, subcommand: str) -> None:

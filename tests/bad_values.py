@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -57,13 +57,14 @@ def check_refused(
     cls: type,
     parameter: str,
     kind: str,
-    allows: Mapping[str, set[str]],
+    allows: Mapping[str, Collection[str]],
 ) -> None:
     """Build ``cls`` with ``parameter`` set to the bad value ``kind``; it must be refused, naming the
-    parameter, unless ``allows[kind]`` lists ``"Class.parameter"`` (or ``"*.parameter"``)."""
+    parameter, unless ``allows[kind]`` lists ``"Class.parameter"`` (or ``"*.parameter"``; a dict of
+    reasons keyed by those names works too)."""
     value = BAD_VALUES[kind]
     allowed = kind not in ALWAYS_REFUSED and bool(
-        {f"{cls.__name__}.{parameter}", f"*.{parameter}"} & allows.get(kind, set())
+        {f"{cls.__name__}.{parameter}", f"*.{parameter}"} & set(allows.get(kind, ()))
     )
     if allowed:
         build(cls, **{parameter: value})  # must simply work
@@ -71,3 +72,11 @@ def check_refused(
     with pytest.raises((ValueError, TypeError)) as error:
         build(cls, **{parameter: value})
     assert parameter in str(error.value), f"the error does not name {parameter!r}: {error.value}"
+
+
+def unknown_allowances(classes: Iterable[type], allows: Mapping[str, Collection[str]]) -> set[str]:
+    """The entries of ``allows`` that name no numeric parameter of ``classes`` (each would silently
+    allow nothing, or hide a renamed parameter)."""
+    names = {f"{cls.__name__}.{name}" for cls in classes for name in numeric_parameters(cls)}
+    names |= {f"*.{name.split('.')[1]}" for name in names}
+    return {entry for entries in allows.values() for entry in entries} - names

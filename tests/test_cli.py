@@ -79,6 +79,9 @@ def test_fit_then_test_on_the_sample(capsys):
     assert set(report["robust_acc"]) == {"fgsm_linf_0.1", "pgd_linf_0.1"}
     assert report["evaluations"][0]["num_samples"] == 24 and report["seed"] == 0
     assert report["checkpoint"] == str(checkpoints[0])
+    progress = report["checkpoint_progress"]
+    assert progress["epochs_completed"] == progress["max_epochs"] == 1
+    assert report["run"] == {"command": "test", "completed": True, "status": "finished"}
     assert "worst case over all attacks" in Path("runs/quickstart/version_1/report.md").read_text()
 
     restored = AdversarialTraining.load_from_checkpoint(

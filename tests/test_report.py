@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from lit_robust.attacks import PGD, Transfer
-from lit_robust.report import attack_settings, eps_curves
+from lit_robust.report import attack_settings, eps_curves, progress_text
 from tests.conftest import tiny_cnn
 
 
@@ -23,3 +23,10 @@ def test_eps_curves_keep_attack_families_apart():
     metrics = {f"test/robust_acc/{s['name']}": v for s, v in zip(plain + wrapped, values, strict=True)}
     curves = eps_curves([{"attacks": plain + wrapped}], metrics)
     assert curves == {"pgd_linf": [[0.1, 0.8], [0.2, 0.5]], "transfer_source_linf": [[0.1, 0.9], [0.2, 0.7]]}
+
+
+def test_the_report_says_how_far_the_scored_checkpoint_was_trained():
+    unfinished = progress_text({"epochs_completed": 3, "max_epochs": 10, "global_step": 30})
+    assert unfinished == " (written after epoch 3 of 10: training had not finished)"
+    assert progress_text({"epochs_completed": 10, "max_epochs": 10}).endswith("training finished)")
+    assert progress_text(None) == ""

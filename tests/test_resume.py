@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lit_robust.callbacks.checkpoint import RunCheckpoint
 from lit_robust.cli import main
@@ -63,6 +64,8 @@ def test_one_epoch_resume_one_epoch_equals_two_epochs_straight(tmp_path, monkeyp
     first, second = final_weights(straight), final_weights(resumed)
     for name, value in first.items():
         torch.testing.assert_close(second[name], value, rtol=0, atol=1e-6, msg=name)
+    saved = yaml.safe_load((resumed / "config.yaml").read_text())
+    assert saved["trainer"]["logger"]["init_args"]["version"] is None  # reusing it starts a new folder
     logged_straight, logged_resumed = logged_scalars(straight), logged_scalars(resumed)
     for tag in ("val/acc", "val/robust_acc/pgd_linf_0.1", "train/loss"):
         assert logged_resumed[tag] == pytest.approx(logged_straight[tag], abs=1e-6), tag

@@ -58,7 +58,7 @@ def main() -> None:
         trainer.save_checkpoint(args.out / "model.ckpt")
     else:
         model = StandardTraining(network=tiny_cnn(), num_classes=NUM_CLASSES)
-        model.load_state_dict(torch.load(args.ckpt, weights_only=False)["state_dict"])
+        model.load_state_dict(torch.load(args.ckpt, weights_only=True)["state_dict"])
     metrics = {"world_size": trainer.world_size}
     for stage in ("validate", "test"):
         getattr(trainer, stage)(model, datamodule=data, verbose=False)
