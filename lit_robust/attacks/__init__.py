@@ -3,7 +3,7 @@
 from lit_robust.attacks.adef import ADef
 from lit_robust.attacks.apgd import APGDCE, APGDDLR, APGDT
 from lit_robust.attacks.autoattack import AutoAttack
-from lit_robust.attacks.base import Attack, GradientMaskingWarning, ThreatModel, eps_tag
+from lit_robust.attacks.base import Attack, GradientMaskingWarning, Objective, ThreatModel, eps_tag
 from lit_robust.attacks.bim import BIM
 from lit_robust.attacks.cw import CWL2
 from lit_robust.attacks.ddn import DDN
@@ -13,6 +13,7 @@ from lit_robust.attacks.fab import FAB
 from lit_robust.attacks.fab_t import FABT
 from lit_robust.attacks.fgsm import FGSM
 from lit_robust.attacks.flow_pgd import FlowPGD
+from lit_robust.attacks.grad_mode import WithGradMode
 from lit_robust.attacks.mifgsm import MIFGSM
 from lit_robust.attacks.pgd import PGD
 from lit_robust.attacks.square import Square
@@ -38,9 +39,11 @@ __all__ = [
     "DeepFool",
     "FlowPGD",
     "GradientMaskingWarning",
+    "Objective",
     "Square",
     "StAdv",
     "ThreatModel",
     "Transfer",
+    "WithGradMode",
     "eps_tag",
 ]

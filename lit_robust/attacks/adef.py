@@ -11,7 +11,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from lit_robust.attacks.base import Attack, ThreatModel, eps_tag
+from lit_robust.attacks.base import Attack, Objective, ThreatModel, eps_tag
 from lit_robust.attacks.minimal import keep_if_fooled
 from lit_robust.functional.deepfool import TINY, candidate_gradients, top_candidates
 from lit_robust.functional.flow import gaussian_smooth, image_gradient, t_norm, warp
@@ -151,6 +151,7 @@ class ADef(Attack):
     """
 
     short_name = "adef"
+    objective = Objective.MINIMAL
 
     def __init__(
         self,
@@ -163,8 +164,8 @@ class ADef(Attack):
         name: str | None = None,
     ):
         check_adef_args(max_norm, max_iter, num_candidates, sigma, overshoot, smoothing_padding)
-        self.threat_model = ThreatModel.UNBOUNDED if max_norm is None else ThreatModel.FLOW  # type: ignore[misc]
-        super().__init__(max_norm, name)
+        threat_model = ThreatModel.UNBOUNDED if max_norm is None else ThreatModel.FLOW
+        super().__init__(max_norm, name, threat_model=threat_model)
         self.max_norm = max_norm
         self.max_iter = max_iter
         self.num_candidates = num_candidates

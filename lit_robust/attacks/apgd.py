@@ -21,7 +21,7 @@ from lit_robust.attacks.autoattack_compat import (
     pyautoattack_call,
     resolve_seed,
 )
-from lit_robust.attacks.base import count_classes
+from lit_robust.attacks.base import Objective, count_classes
 from lit_robust.attacks.float32 import float32_view
 from lit_robust.validation import check_int
 
@@ -63,6 +63,7 @@ class APGDCE(_APGD):
     """APGD on the cross-entropy loss, untargeted: AutoAttack's first component. Args: see ``_APGD``."""
 
     short_name = "apgd_ce"
+    objective = Objective.CE
     loss = "ce"
 
 
@@ -74,6 +75,7 @@ class APGDDLR(_APGD):
     """
 
     short_name = "apgd_dlr"
+    objective = Objective.DLR
     loss = "dlr"
     min_classes = 3
 
@@ -88,6 +90,7 @@ class APGDT(_APGD):
     """
 
     short_name = "apgd_t"
+    objective = Objective.DLR_TARGETED
     loss = "dlr-targeted"
     min_classes = 4
 

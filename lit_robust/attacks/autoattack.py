@@ -32,7 +32,7 @@ from lit_robust.attacks.autoattack_compat import (
     resolve_seed,
     set_apgd_steps,
 )
-from lit_robust.attacks.base import Attack, ThreatModel, attacking, count_classes, project
+from lit_robust.attacks.base import Attack, Objective, ThreatModel, attacking, count_classes, project
 from lit_robust.attacks.float32 import float32_view
 from lit_robust.attacks.square import check_l2_tiling
 from lit_robust.validation import check_choice, check_int, check_optional_int
@@ -67,7 +67,7 @@ class AutoAttack(Attack):
     Components need ``num_classes - 1`` target classes at most; more are capped at call time.
     """
 
-    short_name = "autoattack"
+    objective = Objective.ENSEMBLE
 
     def __init__(
         self,
@@ -83,14 +83,17 @@ class AutoAttack(Attack):
         verbose: bool = False,
         name: str | None = None,
     ):
-        self._norm, self.threat_model = check_norm(norm)  # type: ignore[misc]  # one class, three norms
-        super().__init__(eps, name)
+        self._norm, threat_model = check_norm(norm)
         check_choice("version", version, (*VERSION_COMPONENTS, "custom"))
+        budgets = {"apgd_steps": apgd_steps, "fab_steps": fab_steps, "n_queries": n_queries}
+        custom = version == "custom" or any(value is not None for value in budgets.values())
+        tags = [version] if version not in ("standard", "custom") else []
+        short_name = "_".join(["autoattack", *tags, *(["custom"] if custom else [])])
+        super().__init__(eps, name, threat_model=threat_model, short_name=short_name)
         if (version == "custom") != (attacks is not None):
             raise ValueError(f"attacks must be given with version='custom' and only then, got {attacks!r}")
         if attacks is not None and (not attacks or set(attacks) - set(COMPONENTS)):
             raise ValueError(f"attacks must be a non-empty list from {list(COMPONENTS)}, got {attacks!r}")
-        budgets = {"apgd_steps": apgd_steps, "fab_steps": fab_steps, "n_queries": n_queries}
         for key, value in budgets.items():
             check_optional_int(key, value, low=1)
         self.norm = norm
@@ -100,9 +103,6 @@ class AutoAttack(Attack):
         self.apgd_steps, self.fab_steps, self.n_queries = apgd_steps, fab_steps, n_queries
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.verbose = verbose
-        custom = version == "custom" or any(value is not None for value in budgets.values())
-        tags = [version] if version not in ("standard", "custom") else []
-        self.short_name = "_".join(["autoattack", *tags, *(["custom"] if custom else [])])  # type: ignore[misc]
 
     @property
     def components(self) -> list[str]:

@@ -145,8 +145,8 @@ class RestartedAttack(Attack):
         verbose: bool = False,
         name: str | None = None,
     ):
-        self._norm, self.threat_model = check_norm(norm)  # type: ignore[misc]  # one class, three norms
-        super().__init__(eps, name)
+        self._norm, threat_model = check_norm(norm)
+        super().__init__(eps, name, threat_model=threat_model)
         self.norm = norm
         self.steps = check_int("steps", steps, low=1)
         self.restarts = check_int("restarts", restarts, low=1)

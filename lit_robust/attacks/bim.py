@@ -8,7 +8,7 @@ import math
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import LinfBasicIterativeAttack
-from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.attacks.base import Attack, Objective, ThreatModel
 from lit_robust.attacks.losses import cross_entropy_sum
 from lit_robust.validation import check_optional_int, check_optional_real
 
@@ -37,6 +37,7 @@ class BIM(Attack):
 
     threat_model = ThreatModel.LINF
     short_name = "bim"
+    objective = Objective.CE
 
     def __init__(
         self, eps: float, steps: int | None = None, step_size: float | None = None, name: str | None = None

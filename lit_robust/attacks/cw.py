@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import CarliniWagnerL2Attack, quiet_advertorch
-from lit_robust.attacks.base import Attack, ThreatModel, count_classes
+from lit_robust.attacks.base import Attack, Objective, ThreatModel, count_classes
 from lit_robust.attacks.float32 import float32_view
 from lit_robust.attacks.minimal import keep_if_fooled
 from lit_robust.validation import check_int, check_real
@@ -39,6 +39,7 @@ class CWL2(Attack):
 
     threat_model = ThreatModel.UNBOUNDED
     short_name = "cw_l2"
+    objective = Objective.MINIMAL
 
     def __init__(
         self,

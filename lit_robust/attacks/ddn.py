@@ -7,7 +7,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import DDNL2Attack, quiet_advertorch
-from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.attacks.base import Attack, Objective, ThreatModel
 from lit_robust.attacks.minimal import keep_if_fooled
 from lit_robust.validation import check_int, check_real
 
@@ -37,6 +37,7 @@ class DDN(Attack):
 
     threat_model = ThreatModel.UNBOUNDED
     short_name = "ddn_l2"
+    objective = Objective.MINIMAL
 
     def __init__(
         self,

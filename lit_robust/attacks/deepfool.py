@@ -11,7 +11,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.attacks.base import Attack, Objective, ThreatModel
 from lit_robust.attacks.minimal import keep_if_fooled
 from lit_robust.functional.deepfool import NORMS, deepfool
 from lit_robust.validation import check_choice, check_int, check_optional_int, check_real
@@ -40,7 +40,7 @@ class DeepFool(Attack):
     """
 
     threat_model = ThreatModel.UNBOUNDED
-    short_name = "deepfool"
+    objective = Objective.MINIMAL
 
     def __init__(
         self,
@@ -54,8 +54,7 @@ class DeepFool(Attack):
         self.overshoot = check_real("overshoot", overshoot, low=0)
         self.max_iter = check_int("max_iter", max_iter, low=1)
         self.num_candidates = check_optional_int("num_candidates", num_candidates, low=1)
-        self.short_name = f"deepfool_{norm}"  # type: ignore[misc]  # per instance: one class, two norms
-        super().__init__(None, name)
+        super().__init__(None, name, short_name=f"deepfool_{self.norm}")
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         result = deepfool(

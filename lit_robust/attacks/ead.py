@@ -8,7 +8,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import ElasticNetL1Attack, quiet_advertorch
-from lit_robust.attacks.base import Attack, ThreatModel, count_classes
+from lit_robust.attacks.base import Attack, Objective, ThreatModel, count_classes
 from lit_robust.attacks.float32 import float32_view
 from lit_robust.attacks.minimal import keep_if_fooled
 from lit_robust.validation import check_choice, check_int, check_real
@@ -47,7 +47,7 @@ class EAD(Attack):
     """
 
     threat_model = ThreatModel.UNBOUNDED
-    short_name = "ead"
+    objective = Objective.MINIMAL
 
     def __init__(
         self,
@@ -61,8 +61,8 @@ class EAD(Attack):
         abort_early: bool = True,
         name: str | None = None,
     ):
-        super().__init__(None, name)
         self.decision_rule = check_choice("decision_rule", decision_rule, DECISION_RULES)
+        super().__init__(None, name, short_name=f"ead_{self.decision_rule.lower()}")
         self.beta = check_real("beta", beta, low=0)
         self.c = check_real("c", c, low=0, low_open=True)
         self.kappa = check_real("kappa", kappa, low=0)
@@ -70,7 +70,6 @@ class EAD(Attack):
         self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, low=1)
         self.steps = check_int("steps", steps, low=1)
         self.abort_early = abort_early
-        self.short_name = f"ead_{decision_rule.lower()}"  # type: ignore[misc]
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         view, x32 = float32_view(model, x)  # advertorch's EAD keeps float32 distances

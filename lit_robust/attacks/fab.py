@@ -8,7 +8,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import FABAttack, quiet_advertorch
-from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.attacks.base import Attack, Objective, ThreatModel
 from lit_robust.attacks.float32 import float32_view
 from lit_robust.attacks.minimal import keep_if_fooled
 from lit_robust.validation import check_choice, check_int, check_optional_real, check_real
@@ -45,7 +45,7 @@ class FAB(Attack):
     """
 
     threat_model = ThreatModel.UNBOUNDED
-    short_name = "fab"
+    objective = Objective.MINIMAL
 
     def __init__(
         self,
@@ -58,15 +58,14 @@ class FAB(Attack):
         restart_eps: float | None = None,
         name: str | None = None,
     ):
-        super().__init__(None, name)
         self.norm = check_choice("norm", norm, NORMS)
+        super().__init__(None, name, short_name=f"fab_{self.norm}")
         self.steps = check_int("steps", steps, low=1)
         self.restarts = check_int("restarts", restarts, low=1)
         self.alpha_max = check_real("alpha_max", alpha_max, 0, 1)
         self.eta = check_real("eta", eta, low=1)
         self.beta = check_real("beta", beta, 0, 1, low_open=True)
         self.restart_eps = check_optional_real("restart_eps", restart_eps, low=0, low_open=True)
-        self.short_name = f"fab_{norm}"  # type: ignore[misc]
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         view, x32 = float32_view(model, x)  # advertorch's FAB casts x with .float()

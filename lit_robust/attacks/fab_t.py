@@ -21,7 +21,7 @@ from lit_robust.attacks.autoattack_compat import (
     pyautoattack_call,
     resolve_seed,
 )
-from lit_robust.attacks.base import count_classes
+from lit_robust.attacks.base import Objective, count_classes
 from lit_robust.attacks.float32 import float32_view
 from lit_robust.validation import check_int
 
@@ -46,6 +46,7 @@ class FABT(RestartedAttack):
     """
 
     short_name = "fab_t"
+    objective = Objective.MINIMAL
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import GradientSignAttack, perturb_iterative
-from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.attacks.base import Attack, Objective, ThreatModel
 from lit_robust.attacks.losses import cross_entropy_sum
 from lit_robust.attacks.pgd import uniform_start
 from lit_robust.validation import check_optional_real
@@ -28,6 +28,7 @@ class FGSM(Attack):
 
     threat_model = ThreatModel.LINF
     short_name = "fgsm"
+    objective = Objective.CE
 
     def __init__(
         self,
@@ -36,12 +37,10 @@ class FGSM(Attack):
         step_size: float | None = None,
         name: str | None = None,
     ):
-        super().__init__(eps, name)
+        super().__init__(eps, name, short_name="fgsm_rs" if random_start else "fgsm")
         step_size = check_optional_real("step_size", step_size, low=0, low_open=True)
         self.random_start = random_start
         self.step_size = step_size if step_size is not None else self.eps * (1.25 if random_start else 1.0)
-        if random_start:
-            self.short_name = "fgsm_rs"  # type: ignore[misc]
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         if not self.random_start and self.step_size == self.eps:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_robust.attacks.base import Attack, ThreatModel, eps_tag
+from lit_robust.attacks.base import Attack, Objective, ThreatModel, eps_tag
 from lit_robust.functional.flow import PADDINGS, UNITS, Padding, Units, warp
 from lit_robust.validation import check_choice, check_int, check_optional_real
 
@@ -70,6 +70,7 @@ class FlowPGD(Attack):
 
     threat_model = ThreatModel.FLOW
     short_name = "flow_pgd"
+    objective = Objective.CE
 
     def __init__(
         self,

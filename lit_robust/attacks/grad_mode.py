@@ -21,7 +21,8 @@ SUFFIXES = {"surrogate": "surrogate", "exact": "exact", "softmax": "transfer"}
 
 
 class WithGradMode(Attack):
-    """``x_adv = attack(model.gradient_view(grad_mode), x, y)``; threat model and budget: the inner attack's.
+    """``x_adv = attack(model.gradient_view(grad_mode), x, y)``; threat model, budget and objective: the inner
+    attack's.
 
     Args:
         attack: the inner attack (APGD-CE, APGD-T, PGD, BIM, CW-L2, ...).
@@ -43,12 +44,14 @@ class WithGradMode(Attack):
         if not isinstance(attack, Attack):
             raise TypeError(f"attack must be a lit_robust Attack, got {type(attack).__name__}")
         check_choice("grad_mode", grad_mode, SUFFIXES)
-        self.threat_model = attack.threat_model  # type: ignore[misc]  # the inner attack's
-        super().__init__(attack.eps, name or f"{attack.name}_{SUFFIXES[grad_mode]}")
+        suffix = SUFFIXES[grad_mode]
+        super().__init__(
+            attack.eps, name or f"{attack.name}_{suffix}", threat_model=attack.threat_model,
+            short_name=f"{attack.short_name}_{suffix}", objective=attack.objective,
+        )  # fmt: skip
         self.attack = attack
         self.eot_samples = check_int("eot_samples", eot_samples, low=1)
         self.grad_mode = grad_mode
-        self.short_name = f"{attack.short_name}_{SUFFIXES[grad_mode]}"  # type: ignore[misc]
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         view = getattr(model, "gradient_view", None)

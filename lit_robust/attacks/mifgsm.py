@@ -13,7 +13,7 @@ from lit_robust.attacks.advertorch_compat import (
     clamp_by_pnorm,
     normalize_by_pnorm,
 )
-from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.attacks.base import Attack, Objective, ThreatModel
 from lit_robust.attacks.losses import cross_entropy_sum
 from lit_robust.validation import check_choice, check_int, check_optional_real, check_real
 
@@ -46,6 +46,7 @@ class MIFGSM(Attack):
     """
 
     short_name = "mifgsm"
+    objective = Objective.CE
 
     def __init__(
         self,
@@ -57,8 +58,7 @@ class MIFGSM(Attack):
         name: str | None = None,
     ):
         norm = check_choice("norm", norm, NORMS)
-        self.threat_model = NORMS[norm]  # type: ignore[misc]  # per instance: one class, two norms
-        super().__init__(eps, name)
+        super().__init__(eps, name, threat_model=NORMS[norm])
         self.norm = norm
         self.steps = check_int("steps", steps, low=1)
         self.decay = check_real("decay", decay, low=0)

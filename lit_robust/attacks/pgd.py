@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import perturb_iterative, rand_init_delta
-from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.attacks.base import Attack, Objective, ThreatModel
 from lit_robust.attacks.losses import ATTACK_LOSSES, check_loss_name
 from lit_robust.validation import check_choice, check_int, check_optional_real
 
@@ -38,9 +38,9 @@ class PGD(Attack):
     largest ``|g|``, zero elsewhere, scaled to unit L1 norm; ``Proj`` is the exact L1-ball projection.
     (advertorch, unlike the paper, does not skip coordinates already at the [0, 1] edge.)
 
-    The objective is the summed cross-entropy (``loss="ce"``), or ``loss="kl"``: the KL divergence from
-    the model's clean prediction, the inner maximization of TRADES (then ``y`` is not used). Returns
-    the last iterate.
+    The objective is the summed cross-entropy (``loss="ce"``, ``objective`` ``"ce"``), or ``loss="kl"``: the
+    KL divergence from the model's clean prediction, the inner maximization of TRADES (``objective``
+    ``"kl"``; then ``y`` is not used). Returns the last iterate.
 
     Args:
         eps: budget in pixel units (Linf: in [0, 1]; L2 and L1: >= 0).
@@ -55,8 +55,6 @@ class PGD(Attack):
         name: metric name; default ``pgd_<norm>_<eps>`` (``pgd_kl_<norm>_<eps>`` for ``loss="kl"``).
     """
 
-    short_name = "pgd"
-
     def __init__(
         self,
         eps: float,
@@ -69,8 +67,11 @@ class PGD(Attack):
         name: str | None = None,
     ):
         norm = check_choice("norm", norm, NORMS)
-        self.threat_model = NORMS[norm]  # type: ignore[misc]  # per instance: one class, three norms
-        super().__init__(eps, name)
+        loss = check_loss_name(loss)
+        super().__init__(
+            eps, name, threat_model=NORMS[norm], short_name="pgd" if loss == "ce" else f"pgd_{loss}",
+            objective=Objective(loss),
+        )  # fmt: skip
         self.steps = check_int("steps", steps, low=1)
         step_size = check_optional_real("step_size", step_size, low=0, low_open=True)
         self.random_start = check_choice("random_start", random_start, RANDOM_STARTS)
@@ -82,9 +83,7 @@ class PGD(Attack):
         self.l1_sparsity = l1_sparsity
         self.norm = norm
         self.step_size = step_size if step_size is not None else 2.5 * self.eps / self.steps
-        self.loss = check_loss_name(loss)
-        if loss != "ce":
-            self.short_name = f"pgd_{loss}"  # type: ignore[misc]
+        self.loss = loss
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         if self.norm == "l1" and round((1 - self.l1_sparsity) * x[0].numel()) < 1:

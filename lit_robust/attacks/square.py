@@ -21,7 +21,7 @@ from lit_robust.attacks.autoattack_compat import (
     pyautoattack_call,
     resolve_seed,
 )
-from lit_robust.attacks.base import Attack, ThreatModel
+from lit_robust.attacks.base import Attack, Objective, ThreatModel
 from lit_robust.validation import check_int, check_real
 
 
@@ -53,6 +53,7 @@ class Square(Attack):
     """
 
     short_name = "square"
+    objective = Objective.MARGIN
 
     def __init__(
         self,
@@ -64,8 +65,8 @@ class Square(Attack):
         verbose: bool = False,
         name: str | None = None,
     ):
-        self._norm, self.threat_model = check_norm(norm)  # type: ignore[misc]  # one class, three norms
-        super().__init__(eps, name)
+        self._norm, threat_model = check_norm(norm)
+        super().__init__(eps, name, threat_model=threat_model)
         self.norm = norm
         self.n_queries = check_int("n_queries", n_queries, low=1)
         self.p_init = check_real("p_init", p_init, 0, 1, low_open=True)

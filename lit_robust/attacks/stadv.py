@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust.attacks.advertorch_compat import SpatialTransformAttack, quiet_advertorch
-from lit_robust.attacks.base import Attack, ThreatModel, count_classes
+from lit_robust.attacks.base import Attack, Objective, ThreatModel, count_classes
 from lit_robust.attacks.float32 import float32_view
 from lit_robust.attacks.minimal import keep_if_fooled
 from lit_robust.validation import check_int, check_real
@@ -47,6 +47,7 @@ class StAdv(Attack):
 
     threat_model = ThreatModel.UNBOUNDED
     short_name = "stadv"
+    objective = Objective.MINIMAL
 
     def __init__(
         self, initial_const: float = 0.05, steps: int = 1000, kappa: float = 0.0, name: str | None = None

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
-from lit_robust.defenses.gfa import build_taps, measure_alignment, summarize_cosines
+from lit_robust.functional.alignment import build_taps, measure_alignment, summarize_cosines
 from lit_robust.models.modes import eval_mode
 from lit_robust.models.taps import DEFAULT_TAP_TYPES
 from lit_robust.validation import check_choice, check_real

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
-from lit_robust.defenses.local_flatness import BALLS, GRADIENT_NORMS, INIT_STD, maximize_gradient_norm
 from lit_robust.functional.input_gradient import cross_entropy_gradient_norms
+from lit_robust.functional.local_flatness import BALLS, GRADIENT_NORMS, INIT_STD, maximize_gradient_norm
 from lit_robust.models.modes import eval_mode, frozen_parameters
 from lit_robust.validation import check_choice, check_int, check_real
 
@@ -20,7 +20,7 @@ class LocalFlatness(SubsetEvaluation):
     ICIP 2020) for ANY ``RobustClassifier``, on a fixed seeded subset of the validation (or test) data.
 
     ``x̃`` comes from the same inner maximization as ``LocalFlatnessRegularization``
-    (:func:`~lit_robust.defenses.local_flatness.maximize_gradient_norm`: ``steps`` ascent steps of
+    (:func:`~lit_robust.functional.local_flatness.maximize_gradient_norm`: ``steps`` ascent steps of
     size ``alpha`` from ``x + init_std·N(0, I)``), with the model in eval mode (modes restored, no
     parameter ``.grad``). An ascent is a lower bound of the true maximum. Logs, under ``val/`` (or
     ``test/``):

@@ -1,24 +1,37 @@
-"""Gradient-feature alignment math (GFA, Lin et al. 2025, arXiv 2511.13749): pure tensor functions.
+"""Gradient-feature alignment math (GFA, Lin et al. 2025, arXiv 2511.13749).
+
+Pure tensor functions:
 
 * :func:`per_sample_cosine` — ``c = <g, h> / max(||g|| ||h||, eps)`` per sample, in [-1, 1];
 * :func:`alignment_penalty` — ``phi(c)``: ``1 - |c|`` (abs), ``1 - c^2`` (sq) or ``1 - c`` (pos);
 * :func:`per_sample_task_loss` — per-sample cross-entropy or the squared error of the probabilities;
 * :func:`gradient_feature_cosines` — the per-sample gradients of a summed per-sample loss with
-  respect to several tensors (one ``autograd.grad`` call) and their cosines with the features.
+  respect to several tensors (one ``autograd.grad`` call) and their cosines with the features;
+* :func:`summarize_cosines` — the per-tap means that are logged.
+
+And the measurement on a network, through :class:`~lit_robust.models.taps.Taps` (forward pre-hooks
+that live only during one recording forward):
+
+* :func:`build_taps` — the tapped modules of a GFA variant (``"first"``, ``"deep"`` or a list);
+* :func:`measure_alignment` — one recording forward, then every tap's per-sample cosine.
 
 Used by the ``GFA`` defense and the ``GradientFeatureAlignment`` callback alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from lit_robust.models.taps import Recording, Taps
 
 PENALTIES = ("abs", "sq", "pos")
 TASK_LOSSES = ("ce", "mse")
+INPUT_TAP = "input"  # the name of the network-input tap, h_in = x - input_center
+VARIANTS = ("first", "deep")
 
 
 def per_sample_cosine(g: Tensor, h: Tensor, eps: float = 1e-12) -> Tensor:
@@ -86,3 +99,78 @@ def gradient_feature_cosines(
             raise ValueError(f"tap {name!r} does not influence the loss (its module's output is unused)")
         cosines[name] = per_sample_cosine(grad, features[name], eps)
     return cosines
+
+
+def summarize_cosines(stage: str, cosines: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``<stage>/gfa_abs_cos/<tap>`` (mean ``|c|``) and ``<stage>/gfa_cos/<tap>`` (mean signed ``c``)."""
+    metrics = {}
+    for name, c in cosines.items():
+        metrics[f"{stage}/gfa_abs_cos/{name}"] = c.abs().mean()
+        metrics[f"{stage}/gfa_cos/{name}"] = c.mean()
+    return metrics
+
+
+def build_taps(network: nn.Module, taps: str | Sequence[str], tap_types: Sequence[str | type]) -> Taps:
+    """The module taps of a GFA variant: none for ``"first"``, every ``tap_types`` module for
+    ``"deep"``, or exactly the modules named in a list (the input tap is always added by the caller)."""
+    if isinstance(taps, str):
+        variant = taps.lower()
+        if variant not in VARIANTS:
+            raise ValueError(f"taps must be 'first', 'deep' or a list of module names, got {taps!r}")
+        return Taps(network, names=[] if variant == "first" else None, types=tap_types)
+    names = list(taps)
+    if INPUT_TAP in names:
+        raise ValueError(f"taps: {INPUT_TAP!r} is the network-input tap, always present; list modules only")
+    return Taps(network, names=names, types=tap_types)
+
+
+def measure_alignment(
+    network: nn.Module,
+    taps: Taps,
+    x: Tensor,
+    y: Tensor,
+    task_loss: str = "ce",
+    input_center: float = 0.5,
+    eps_cos: float = 1e-12,
+    create_graph: bool = True,
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """One recording forward of ``network`` on ``x`` (which must require grad), then the per-sample cosines.
+
+    Returns ``(per-sample task loss (B,), logits, {tap name: c_t (B,)})``, the input tap first
+    (``h_in = x - input_center``, ``input_center`` in pixel units; gradient ``d loss / d x``), then the
+    module inputs in forward order, without those that are ``x`` itself or its leading ``Normalize`` /
+    ``Flatten`` output. ``create_graph=True`` keeps the graph for double backprop (training).
+    """
+    if not x.requires_grad:
+        raise ValueError("x must require grad (x.clone().requires_grad_(True)) to measure alignment")
+    with taps.recording(x) as record:
+        logits = network(x)
+    per_sample = per_sample_task_loss(logits, y, task_loss)
+    return per_sample, logits, recorded_cosines(record, x, per_sample, input_center, eps_cos, create_graph)
+
+
+def recorded_cosines(
+    record: Recording,
+    x: Tensor,
+    per_sample: Tensor,
+    input_center: float = 0.5,
+    eps_cos: float = 1e-12,
+    create_graph: bool = True,
+) -> dict[str, Tensor]:
+    """``{tap name: c_t (B,)}`` of the per-sample loss ``per_sample`` computed from the forward that
+    ``record`` recorded on ``x`` (see :func:`measure_alignment`, which is this after its forward)."""
+    module_inputs = record.module_inputs(dedup=True)
+    if INPUT_TAP in module_inputs:
+        raise ValueError(f"a tapped module is named {INPUT_TAP!r}, the name of the network-input tap")
+    record.check_unmodified()
+    wrt = {INPUT_TAP: x, **module_inputs}
+    features = {INPUT_TAP: x - input_center, **module_inputs}
+    try:
+        return gradient_feature_cosines(per_sample, wrt, features, eps_cos, create_graph)
+    except RuntimeError as error:
+        if "inplace operation" not in str(error):
+            raise
+        raise ValueError(
+            f"a tensor needed by the GFA gradients was modified in place ({error}); the taps are "
+            f"{list(wrt)}: use inplace=False in the network's activations"
+        ) from error

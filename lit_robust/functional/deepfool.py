@@ -45,6 +45,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lit_robust.models.normalize import Normalize
 from lit_robust.validation import check_choice, check_int, check_optional_int, check_real
 
 Norm = Literal["l2", "linf"]
@@ -209,8 +210,6 @@ def relative_size(delta: Tensor, x: Tensor) -> Tensor:
 
 def leading_normalize(model: nn.Module) -> nn.Module | None:
     """The first :class:`~lit_robust.models.normalize.Normalize` inside ``model`` (None if none)."""
-    from lit_robust.models.normalize import Normalize  # lazy: models import functional
-
     return next((module for module in model.modules() if isinstance(module, Normalize)), None)
 
 

@@ -77,7 +77,10 @@ class TotalVariationMinimization(nn.Module):
         solve_dtype: ``"float32"`` (default) or ``"float64"``: dtype of the solve; the output has
             ``x``'s dtype.
 
-    Example (evaluate a trained checkpoint with TVM in front, BPDA + EOT, in Python)::
+    Example (evaluate a trained checkpoint with TVM in front, BPDA + EOT, in user code; this module
+    itself imports neither attacks nor defenses)::
+
+        from torch import nn
 
         from lit_robust.attacks import APGDCE
         from lit_robust.defenses import RobustClassifier

@@ -37,8 +37,8 @@ from lit_robust.attacks import (
     StAdv,
     ThreatModel,
     Transfer,
+    WithGradMode,
 )
-from lit_robust.attacks.grad_mode import WithGradMode
 from tests.bad_values import cases, check_refused, unknown_allowances
 
 
@@ -84,7 +84,7 @@ BUILDERS: dict[type, Callable[..., Any]] = {
     Square: _with(Square, eps=0.1),
     StAdv: _with(StAdv),
     Transfer: _with(Transfer, attack=INNER, source=nn.Flatten()),  # no numeric parameter of its own
-    WithGradMode: _with(WithGradMode, attack=INNER, grad_mode="exact"),  # not exported; public all the same
+    WithGradMode: _with(WithGradMode, attack=INNER, grad_mode="exact"),
 }
 
 ALLOWS: dict[str, set[str]] = {

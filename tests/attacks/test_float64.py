@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from lit_robust.attacks import APGDCE, APGDT, CWL2, EAD, FAB, FABT, Attack, AutoAttack, StAdv, Transfer
 from lit_robust.attacks.float32 import Float32View, float32_view
-from tests.attacks.cases import ATTACKS
+from tests.attacks.cases import ATTACKS, target_for
 from tests.attacks.test_attack_family import within_ball
 
 
@@ -43,7 +43,7 @@ def on_float64_source(attack: Attack, source: nn.Module) -> Attack:
 def test_every_attack_runs_on_float64(attack, trained_tiny):
     model, x, y = trained_tiny
     model64, x64 = as_float64(model), x.double()
-    x_adv = on_float64_source(attack, model64)(model64, x64, y)
+    x_adv = on_float64_source(attack, model64)(target_for(attack, model64), x64, y)
     assert x_adv.dtype == torch.float64 and x_adv.shape == x.shape
     assert torch.isfinite(x_adv).all() and x_adv.min() >= 0 and x_adv.max() <= 1
     assert within_ball(x_adv, x64, attack)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -39,3 +41,29 @@ def test_exactly_one_source():
         Transfer(PGD(0.1))
     with pytest.raises(ValueError, match="exactly one"):
         Transfer(PGD(0.1), source=tiny_cnn(), source_checkpoint="x.ckpt")
+
+
+def test_a_checkpoint_names_an_imported_lightning_module_or_is_refused(tmp_path, trained_tiny):
+    """The file names the class to rebuild; Transfer imports nothing a file names and builds nothing else."""
+    _, x, y = trained_tiny
+    weights = tiny_cnn().state_dict()
+    files = {
+        "bare": {},  # saved from code: no class recorded
+        "foreign": {"_class_path": "not_imported_package.Model"},
+        "not_lightning": {"_class_path": "torch.nn.Linear", "in_features": 2, "out_features": 2},
+    }
+    for stem, hparams in files.items():
+        torch.save({"state_dict": weights, "hyper_parameters": hparams}, tmp_path / f"{stem}.ckpt")
+
+    def run(stem: str) -> None:
+        Transfer(PGD(0.1, steps=1), source_checkpoint=str(tmp_path / f"{stem}.ckpt"))(tiny_cnn(), x, y)
+
+    with pytest.raises(ValueError, match=r"bare\.ckpt' does not name its model class"):
+        run("bare")
+    with pytest.raises(ValueError, match=r"holds a not_imported_package\.Model, which is not an imported"):
+        run("foreign")
+    assert "not_imported_package" not in sys.modules
+    with pytest.raises(ValueError, match=r"holds a torch\.nn\.Linear, which is not an imported Lightning"):
+        run("not_lightning")
+    with pytest.raises(FileNotFoundError, match="source_checkpoint: no file"):
+        run("missing")
