@@ -4,9 +4,8 @@ Resistant to Adversarial Attacks", ICLR 2018 (arXiv 1706.06083)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import Tensor, nn
+from torch import nn
 
 from lit_robust.attacks.base import Attack
 from lit_robust.defenses.base import RobustClassifier
@@ -21,6 +20,10 @@ class AdversarialTraining(RobustClassifier):
       ``PGD(0.0313725, steps=10, step_size=0.0078431)`` on CIFAR-10 (8/255, 2/255);
     * "fast adversarial training" (Wong, Rice, Kolter, ICLR 2020): ``FGSM(eps, random_start=True)``,
       one step of 1.25 eps from a uniform random start. A config, not a class.
+
+    It is :class:`RobustClassifier` with ``adversary=attack`` (the name users look for): any other
+    defense given an ``adversary`` trains on the same inputs, with its regularizer on top.
+    Logs ``train/adv_ce``.
 
     Args:
         network: the classifier (starts with ``Normalize``; inputs in [0, 1]).
@@ -37,12 +40,11 @@ class AdversarialTraining(RobustClassifier):
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
         if not isinstance(attack, Attack):
             raise TypeError(f"attack must be a lit_robust Attack, got {type(attack).__name__}")
-        self.attack = attack
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary=attack)
 
-    def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        x_adv = self.attack(self, x, y)
-        adv_ce = F.cross_entropy(self(x_adv), y)
-        return {"loss": adv_ce, "adv_ce": adv_ce}
+    @property
+    def attack(self) -> Attack:
+        """The training attack (the ``adversary``)."""
+        return self.adversary

@@ -1,14 +1,21 @@
 """``RobustClassifier``: the LightningModule every defense subclasses.
 
 It owns the forward pass, the training / validation / test / predict steps, torchmetrics accuracy
-and the optimizer wiring. A defense overrides a small surface:
+and the optimizer wiring, and the one training step every defense shares (:meth:`compute_loss`):
 
-* :meth:`RobustClassifier.regularizer` — extra loss terms added to the cross-entropy (most
-  regularization defenses);
-* :meth:`RobustClassifier.compute_loss` — when the base loss itself changes (adversarial training,
-  TRADES).
+1. the training inputs: the clean batch, or ``adversary(model, x, y)`` when an ``adversary`` is
+   given (to *any* defense: "regularizer on top of adversarial training" is a config);
+2. the task loss: cross-entropy at those inputs, or TRADES' clean cross-entropy plus
+   ``trades_beta`` times the KL divergence to the adversarial prediction;
+3. plus the defense's :meth:`regularizer` terms, each already weighted.
 
-Every entry of the returned dict is logged as ``train/<key>``; ``"loss"`` is what is optimized.
+A regularization defense is its :meth:`regularizer` and its arguments. Two small hooks serve the
+regularizers that need more: :meth:`regularizer_inputs` (make the input a leaf for an input
+gradient, or deform it) and :meth:`training_forward` (a forward that records what the regularizer
+reads, e.g. GFA's layer inputs). Diagnostics that are logged but not added to the loss go through
+:meth:`log_diagnostics`. Metric names: ``train/loss``; ``train/ce`` (clean) or ``train/adv_ce``
+(adversarial inputs), ``train/kl`` (TRADES, unweighted); ``train/<name>_reg`` for each term added
+to the loss (weighted) and ``train/<name>_penalty`` for its unweighted value.
 Evaluation attacks live on callbacks (``RobustnessEvaluation``), not here.
 
 Any defense can fine-tune a trained network: ``init_from`` (a checkpoint of any lit_robust defense,
@@ -45,6 +52,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_robust.attacks.base import Attack, Objective
 from lit_robust.finite import (
     NonFiniteError,
     check_finite_outputs,
@@ -55,15 +63,22 @@ from lit_robust.finite import (
 from lit_robust.loading import SafeCheckpointIO, load_file, refusal
 from lit_robust.models.modes import eval_mode
 from lit_robust.rng_state import capture_rng_states, restore_rng_states
-from lit_robust.validation import check_int
+from lit_robust.validation import check_int, check_optional_real
 
 Batch = tuple[Tensor, Tensor]
 
 
 class RobustClassifier(L.LightningModule):
-    """Image classifier ``f(x) = network(x)`` with inputs in [0, 1], trained on ``compute_loss``.
+    """Image classifier ``f(x) = network(x)`` with inputs in [0, 1], trained on :meth:`compute_loss`::
 
-    The base class alone is standard training: ``loss = CE(f(x), y) + sum(regularizer(x, y, f(x)))``.
+        loss = task(x', y) + sum(regularizer(x_t, y, f(x_t)).values())
+        x'   = adversary(f, x, y) if an adversary is given, else x
+        task = CE(f(x'), y)                                            (default)
+             = CE(f(x), y) + trades_beta * KL(softmax f(x) || softmax f(x'))   (TRADES' objective)
+
+    ``x_t`` is the input the cross-entropy is taken at (``x'`` for the CE objective, the clean ``x``
+    for TRADES'), after :meth:`regularizer_inputs`. Without an adversary or a regularizer this is
+    standard training.
 
     Args:
         network: the classifier; it must start with its own ``Normalize`` (see ``lit_robust.models``)
@@ -78,6 +93,11 @@ class RobustClassifier(L.LightningModule):
             ``load_from_checkpoint``: then it is not even opened); only the network's weights are
             taken (no optimizer state, no hyperparameters), with ``weights_only=True``. From the CLI:
             ``--model.init_args.init_from path``. Defenses with their own ``__init__`` pass it on.
+        adversary: optional training attack, crafted with the model in eval mode (e.g. ``PGD`` for
+            PGD-AT, ``FGSM(random_start=True)`` for fast AT); any defense takes one.
+        trades_beta: optional weight of TRADES' KL term, finite and >= 0 (dimensionless); needs an
+            ``adversary`` that maximizes the KL divergence (``PGD(loss="kl")``). ``None``: the
+            cross-entropy objective.
 
     Checkpoints made by ``lit-robust`` restore with ``Defense.load_from_checkpoint(path)``; for a
     model built in code, pass the live objects again: ``load_from_checkpoint(path, network=...)``.
@@ -90,6 +110,8 @@ class RobustClassifier(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
+        adversary: Attack | None = None,
+        trades_beta: float | None = None,
     ):
         super().__init__()
         if not isinstance(network, nn.Module):
@@ -97,12 +119,23 @@ class RobustClassifier(L.LightningModule):
         num_classes = check_int("num_classes", num_classes, low=2)
         if init_from is not None and not isinstance(init_from, (str, Path)):
             raise TypeError(f"init_from must be a path, got {init_from!r} ({type(init_from).__name__})")
+        if adversary is not None and not isinstance(adversary, Attack):
+            raise TypeError(f"adversary must be a lit_robust Attack or None, got {type(adversary).__name__}")
+        trades_beta = check_optional_real("trades_beta", trades_beta, low=0)
+        if trades_beta is not None and not maximizes_kl(adversary):
+            raise ValueError(
+                "trades_beta (TRADES' objective) needs an adversary that maximizes the KL divergence, "
+                f"PGD(loss='kl'); got {adversary!r}"
+            )
         self._save_restorable_hyperparameters()
         self.network = network
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.init_from = None if init_from is None else str(init_from)
+        self.adversary = adversary
+        self.trades_beta = trades_beta
+        self._diagnostics: dict[str, Tensor] = {}
         self._weights_restored = False  # set once init_from is loaded or a checkpoint restored
         self.checkpoint_progress: dict[str, int] | None = None  # of the restored checkpoint, if any
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -134,14 +167,55 @@ class RobustClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------------- the defense's part
     def regularizer(self, x: Tensor, y: Tensor, logits: Tensor) -> dict[str, Tensor]:
-        """Extra loss terms, each added to the loss as is (weights included). None by default."""
+        """The terms added to the loss, each already weighted (``<name>_reg``); none by default.
+
+        ``x`` is the input the task cross-entropy is taken at (after :meth:`regularizer_inputs`) and
+        ``logits`` its :meth:`training_forward`. Values to log but not to add go through
+        :meth:`log_diagnostics`.
+        """
         return {}
 
+    def regularizer_inputs(self, x: Tensor) -> Tensor:
+        """The input the task loss and the regularizer see: ``x`` itself by default. A regularizer that
+        differentiates with respect to the input returns ``x.detach().requires_grad_(True)`` here."""
+        return x
+
+    def training_forward(self, x: Tensor) -> Tensor:
+        """The forward whose logits the task loss and the regularizer share: ``self(x)`` by default."""
+        return self(x)
+
+    task_loss_name = "ce"  # the task term's metric name (``adv_<name>`` at adversarial inputs)
+
+    def task_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The batch-mean task loss: cross-entropy (a defense whose paper trains on another, e.g.
+        GFA's MSE option, overrides it and ``task_loss_name``)."""
+        return F.cross_entropy(logits, y)
+
+    def log_diagnostics(self, **values: Tensor) -> None:
+        """Log ``train/<name>`` for values that are *not* added to the loss (unweighted penalties,
+        accuracies, per-layer statistics); call it from :meth:`regularizer`."""
+        self._diagnostics.update({name: value.detach() for name, value in values.items()})
+
     def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """Training loss terms; ``"loss"`` is optimized, every entry is logged as ``train/<key>``."""
-        logits = self(x)
-        terms = {"ce": F.cross_entropy(logits, y), **self.regularizer(x, y, logits)}
-        return {"loss": sum(terms.values()), **terms}
+        """The training step of every defense (class docstring): ``"loss"`` is optimized, every entry
+        is logged as ``train/<key>``."""
+        self._diagnostics = {}
+        x_adv = None if self.adversary is None else self.adversary(self, x, y).detach()
+        trades = self.trades_beta is not None
+        at_clean = x_adv is None or trades  # where the cross-entropy is taken
+        x_task = self.regularizer_inputs(x if at_clean else x_adv)
+        logits = self.training_forward(x_task)
+        loss = self.task_loss(logits, y)
+        task = {self.task_loss_name if at_clean else f"adv_{self.task_loss_name}": loss}
+        if trades:
+            task["kl"] = F.kl_div(
+                F.log_softmax(self(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean"
+            )
+            loss = loss + self.trades_beta * task["kl"]
+        terms = self.regularizer(x_task, y, logits)
+        for term in terms.values():
+            loss = loss + term
+        return {"loss": loss, **task, **terms, **self._diagnostics}
 
     # ------------------------------------------------------------------------------------- steps
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -318,6 +392,11 @@ class RobustClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/acc"},
         }
+
+
+def maximizes_kl(attack: Attack | None) -> bool:
+    """Whether ``attack`` maximizes the KL divergence from the clean prediction (TRADES' inner step)."""
+    return attack is not None and attack.objective is Objective.KL
 
 
 def _is_plain(value: Any) -> bool:

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lit_robust.attacks.base import Attack
 from lit_robust.defenses.base import RobustClassifier
 from lit_robust.functional.deepfool import deepfool_rho, leading_normalize
 from lit_robust.models.modes import eval_mode
@@ -92,8 +92,9 @@ class DeepDefense(RobustClassifier):
     :class:`RobustClassifier`), with SGD (momentum 0.9, lr 5e-4, weight decay 5e-4), batch 100,
     5 epochs, lr halved at epoch 4 (``configs/model/deep_defense.yaml``).
 
-    Logs ``train/ce``, ``train/deep_defense_reg`` (``lam/N (...)``, as it enters the loss) and its two
-    parts ``train/df_reg_correct`` and ``train/df_reg_wrong``, ``train/rho_mean`` (over T and F),
+    Logs ``train/ce``, ``train/deep_defense_reg`` (``lam/N (...)``, as it enters the loss),
+    ``train/deep_defense_penalty`` (the same without ``lam``) and its two weighted parts
+    ``train/df_reg_correct`` and ``train/df_reg_wrong``, ``train/rho_mean`` (over T and F),
     ``train/rho_correct`` and ``train/rho_wrong`` (over T and F; NaN when the group is empty),
     ``train/frac_not_fooled`` (share of T that DeepFool did not fool within the iterations; NaN if
     T is empty), ``train/n_correct`` and ``train/n_wrong`` (correctly and wrongly classified images,
@@ -128,6 +129,8 @@ class DeepDefense(RobustClassifier):
             MatConvNet-preprocessed space; ``c`` and ``d`` then mean something else).
         freeze_batchnorm: BatchNorm in eval mode with its parameters out of the optimizer (official;
             default True).
+        adversary, trades_beta: see :class:`RobustClassifier` (the penalty is then on the adversarial
+            inputs, or on the clean ones for TRADES' objective; not in the paper).
         num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
     """
 
@@ -149,8 +152,10 @@ class DeepDefense(RobustClassifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
+        adversary: Attack | None = None,
+        trades_beta: float | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary, trades_beta)
         self.lam = check_real("lam", lam, 0)
         self.c = check_real("c", c, 0, low_open=True)
         self.d = check_real("d", d, 0, low_open=True)
@@ -213,6 +218,7 @@ class DeepDefense(RobustClassifier):
             diagnostics = {"rho_mean": nan, "rho_correct": nan, "rho_wrong": nan, "frac_not_fooled": nan}
             return {
                 "deep_defense_reg": zero,
+                "deep_defense_penalty": zero,
                 "df_reg_correct": zero,
                 "df_reg_wrong": zero,
                 **diagnostics,
@@ -226,6 +232,7 @@ class DeepDefense(RobustClassifier):
 
         return {
             "deep_defense_reg": reg_t + reg_f,
+            "deep_defense_penalty": (reg_t + reg_f).detach() / self.lam,
             "df_reg_correct": reg_t.detach(),
             "df_reg_wrong": reg_f.detach(),
             "rho_mean": mean(torch.cat([rho_t, rho_f])),
@@ -236,16 +243,17 @@ class DeepDefense(RobustClassifier):
         }
 
     def regularizer(self, x: Tensor, y: Tensor, logits: Tensor) -> dict[str, Tensor]:
-        return {"deep_defense_reg": self.penalty_terms(x, y, logits)["deep_defense_reg"]}
+        terms = self.penalty_terms(x, y, logits)
+        reg = terms.pop("deep_defense_reg")
+        self.log_diagnostics(**terms)
+        return {"deep_defense_reg": reg}
 
-    def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    def training_forward(self, x: Tensor) -> Tensor:
+        """BatchNorm in eval mode for the whole step (CE forward included) when ``freeze_batchnorm``."""
         if self.freeze_batchnorm:
             for module in batchnorm_modules(self.network):
                 module.eval()
-        logits = self(x)
-        ce = F.cross_entropy(logits, y)
-        terms = self.penalty_terms(x, y, logits)
-        return {"loss": ce + terms["deep_defense_reg"], "ce": ce, **terms}
+        return super().training_forward(x)
 
     # ------------------------------------------------------------------------------ optimizer
     def optimizer_parameters(self) -> Iterator[nn.Parameter]:

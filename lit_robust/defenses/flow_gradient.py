@@ -48,11 +48,15 @@ class FlowGradientRegularization(RobustClassifier):
             on 32 px); default 0.155. 0 turns the random start off.
         adversary: optional FGR + adversarial deformation training (the paper's best variant; its
             recipe is **unknown**): ``x~ = adversary(model, x, y)`` (e.g. ``FlowPGD`` with K = 7)
-            replaces the random start, and both CE and ``R`` are taken at ``x~``. Default None.
+            replaces the random start, and both CE and ``R`` are taken at ``x~``. Default None. Any
+            attack works (``PGD``: FGR on top of PGD-AT); see :class:`RobustClassifier`.
+        trades_beta: TRADES' objective (with a KL ``adversary``); the random start and ``R`` are then
+            at the clean inputs, where TRADES' cross-entropy is.
         num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
 
-    Logs ``train/ce``, ``train/flow_grad_reg`` (``R`` in the active convention, before ``lam``) and
-    both conventions' values, ``train/flow_grad_sq_pix`` and ``train/flow_grad_sq_official``.
+    Logs ``train/ce`` (``train/adv_ce`` with an adversary), ``train/flow_grad_reg`` (``lam R``, as it
+    enters the loss), ``train/flow_grad_penalty`` (``R`` in the active convention) and both
+    conventions' values, ``train/flow_grad_sq_pix`` and ``train/flow_grad_sq_official``.
     """
 
     def __init__(
@@ -66,39 +70,27 @@ class FlowGradientRegularization(RobustClassifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
+        trades_beta: float | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
-        lam = check_real("lam", lam, 0)
-        convention = check_choice("convention", convention, CONVENTIONS)
-        rs_sigma_px = check_real("rs_sigma_px", rs_sigma_px, 0)
-        if adversary is not None and not isinstance(adversary, Attack):
-            raise TypeError(f"adversary must be a lit_robust Attack or None, got {type(adversary).__name__}")
-        self.lam = lam
-        self.convention = convention
-        self.rs_sigma_px = rs_sigma_px
-        self.adversary = adversary
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary, trades_beta)
+        self.lam = check_real("lam", lam, 0)
+        self.convention = check_choice("convention", convention, CONVENTIONS)
+        self.rs_sigma_px = check_real("rs_sigma_px", rs_sigma_px, 0)
 
-    def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        if self.adversary is not None:
-            x_t = self.adversary(self, x, y).detach()
-        elif self.lam > 0:
-            x_t = random_deformation(x, self.rs_sigma_px)
-        else:
-            x_t = x
+    def regularizer_inputs(self, x: Tensor) -> Tensor:
+        """``x~``: the random start on clean inputs (none on the adversary's), a leaf for the gradient."""
         if self.lam == 0:
-            ce = F.cross_entropy(self(x_t), y)
-            return {"loss": ce, "ce": ce}
-        x_t = x_t.detach().requires_grad_(True)
-        per_sample = F.cross_entropy(self(x_t), y, reduction="none")
-        ce = per_sample.mean()
-        grad = flow_gradient(input_gradient(per_sample, x_t, create_graph=True), x_t.detach())
+            return x
+        clean = self.adversary is None or self.trades_beta is not None
+        return (random_deformation(x, self.rs_sigma_px) if clean else x.detach()).requires_grad_(True)
+
+    def regularizer(self, x: Tensor, y: Tensor, logits: Tensor) -> dict[str, Tensor]:
+        if self.lam == 0:
+            return {}
+        per_sample = F.cross_entropy(logits, y, reduction="none")
+        grad = flow_gradient(input_gradient(per_sample, x, create_graph=True), x.detach())
         sq_pix = flow_gradient_penalty(grad, "pixel")
         sq_off = flow_gradient_penalty(grad, "official")
-        reg = sq_pix if self.convention == "pixel" else sq_off
-        return {
-            "loss": ce + self.lam * reg,
-            "ce": ce,
-            "flow_grad_reg": reg,
-            "flow_grad_sq_pix": sq_pix.detach(),
-            "flow_grad_sq_official": sq_off.detach(),
-        }
+        penalty = sq_pix if self.convention == "pixel" else sq_off
+        self.log_diagnostics(flow_grad_penalty=penalty, flow_grad_sq_pix=sq_pix, flow_grad_sq_official=sq_off)
+        return {"flow_grad_reg": self.lam * penalty}

@@ -10,78 +10,25 @@ there is an option here, with our default; none of them is claimed to be the pap
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lit_robust.attacks.base import Attack
 from lit_robust.defenses.base import RobustClassifier
 from lit_robust.functional.alignment import (
     PENALTIES,
     TASK_LOSSES,
     alignment_penalty,
-    gradient_feature_cosines,
+    build_taps,
+    measure_alignment,
     per_sample_task_loss,
+    recorded_cosines,
 )
-from lit_robust.models.taps import DEFAULT_TAP_TYPES, Taps
+from lit_robust.models.taps import DEFAULT_TAP_TYPES
 from lit_robust.validation import check_choice, check_real
-
-INPUT_TAP = "input"
-VARIANTS = ("first", "deep")
-
-
-def build_taps(network: nn.Module, taps: str | Sequence[str], tap_types: Sequence[str | type]) -> Taps:
-    """The module taps of a GFA variant: none for ``"first"``, every ``tap_types`` module for
-    ``"deep"``, or exactly the modules named in a list (the input tap is always added by the caller)."""
-    if isinstance(taps, str):
-        variant = taps.lower()
-        if variant not in VARIANTS:
-            raise ValueError(f"taps must be 'first', 'deep' or a list of module names, got {taps!r}")
-        return Taps(network, names=[] if variant == "first" else None, types=tap_types)
-    names = list(taps)
-    if INPUT_TAP in names:
-        raise ValueError(f"taps: {INPUT_TAP!r} is the network-input tap, always present; list modules only")
-    return Taps(network, names=names, types=tap_types)
-
-
-def measure_alignment(
-    network: nn.Module,
-    taps: Taps,
-    x: Tensor,
-    y: Tensor,
-    task_loss: str = "ce",
-    input_center: float = 0.5,
-    eps_cos: float = 1e-12,
-    create_graph: bool = True,
-) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-    """One recording forward of ``network`` on ``x`` (which must require grad), then the per-sample cosines.
-
-    Returns ``(per-sample task loss (B,), logits, {tap name: c_t (B,)})``, the input tap first
-    (``h_in = x - input_center``, gradient ``d loss / d x``), then the module inputs in forward
-    order, without those that are ``x`` itself or its leading ``Normalize`` / ``Flatten`` output.
-    """
-    if not x.requires_grad:
-        raise ValueError("x must require grad (x.clone().requires_grad_(True)) to measure alignment")
-    with taps.recording(x) as record:
-        logits = network(x)
-    per_sample = per_sample_task_loss(logits, y, task_loss)
-    module_inputs = record.module_inputs(dedup=True)
-    if INPUT_TAP in module_inputs:
-        raise ValueError(f"a tapped module is named {INPUT_TAP!r}, the name of the network-input tap")
-    record.check_unmodified()
-    wrt = {INPUT_TAP: x, **module_inputs}
-    features = {INPUT_TAP: x - input_center, **module_inputs}
-    try:
-        cosines = gradient_feature_cosines(per_sample, wrt, features, eps_cos, create_graph)
-    except RuntimeError as error:
-        if "inplace operation" not in str(error):
-            raise
-        raise ValueError(
-            f"a tensor needed by the GFA gradients was modified in place ({error}); the taps are "
-            f"{list(wrt)}: use inplace=False in the network's activations"
-        ) from error
-    return per_sample, logits, cosines
 
 
 class GFA(RobustClassifier):
@@ -120,10 +67,14 @@ class GFA(RobustClassifier):
             paper's [-1, 1] inputs exactly (cosine is scale-free); 0 aligns with the raw pixels.
         eps_cos: floor of ``||g|| ||h||`` in the cosine, > 0 (ours, 1e-12): a zero gradient gives
             ``c = 0`` (with no floor it would give 0 / 0 = NaN).
+        adversary, trades_beta: see :class:`RobustClassifier`: GFA on top of adversarial training (the
+            alignment is then measured at the adversarial inputs, from the same forward as the task
+            loss) or of TRADES (at the clean inputs). The comparison the GFA paper makes is with AT.
         num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
 
-    Logs ``train/loss``, ``train/ce`` (or ``train/mse``), ``train/gfa_reg`` (``R_GFA``, unweighted by
-    ``lam``), ``train/gfa_abs_cos`` (mean ``|c_t|`` over taps and batch), ``train/acc`` and the per-tap
+    Logs ``train/loss``, ``train/ce`` (or ``train/mse``; ``adv_`` first with an adversary),
+    ``train/gfa_reg`` (``lam R_GFA``, as it enters the loss), ``train/gfa_penalty`` (``R_GFA``),
+    ``train/gfa_abs_cos`` (mean ``|c_t|`` over taps and batch), ``train/acc`` and the per-tap
     mean ``|c_t|`` as ``train/gfa_abs_cos/<tap>`` (gfa.md's name for what issue 4 calls
     ``train/gfa_cos/<layer>``). The same measurement for any model at validation:
     ``lit_robust.callbacks.gradient_feature_alignment.GradientFeatureAlignment``.
@@ -147,8 +98,10 @@ class GFA(RobustClassifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
+        adversary: Attack | None = None,
+        trades_beta: float | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary, trades_beta)
         lam = check_real("lam", lam, 0)
         penalty = check_choice("penalty", penalty, PENALTIES)
         task_loss = check_choice("task_loss", task_loss, TASK_LOSSES)
@@ -161,7 +114,7 @@ class GFA(RobustClassifier):
         self.layer_taps = build_taps(network, taps, tap_types)  # selection only: hooks live per step
         self.lam = lam
         self.penalty = penalty
-        self.task_loss = task_loss
+        self.task_loss_name = task_loss  # the task term's metric name, "ce" or "mse"
         self.layer_weights = weights
         self.input_center = input_center
         self.eps_cos = eps_cos
@@ -182,16 +135,39 @@ class GFA(RobustClassifier):
         """``(per-sample task loss, logits, {tap: c_t})`` of one recording forward on a copy of ``x``."""
         x = x.detach().clone().requires_grad_(True)
         return measure_alignment(
-            self.network, self.layer_taps, x, y, self.task_loss, self.input_center, self.eps_cos, create_graph
+            self.network,
+            self.layer_taps,
+            x,
+            y,
+            self.task_loss_name,
+            self.input_center,
+            self.eps_cos,
+            create_graph,
         )
 
-    def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        per_sample, logits, cosines = self.alignment(x, y)
+    # ----------------------------------------------------------------- the shared training step
+    def task_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return per_sample_task_loss(logits, y, self.task_loss_name).mean()
+
+    def regularizer_inputs(self, x: Tensor) -> Tensor:
+        """A copy of ``x`` that requires grad: the input tap's gradient is taken with respect to it."""
+        return x.detach().clone().requires_grad_(True)
+
+    def training_forward(self, x: Tensor) -> Tensor:
+        """The network's forward with every tapped layer input recorded (:meth:`regularizer` reads them)."""
+        with self.layer_taps.recording(x) as record:
+            logits = self.network(x)
+        self._record = record
+        return logits
+
+    def regularizer(self, x: Tensor, y: Tensor, logits: Tensor) -> dict[str, Tensor]:
+        record, self._record = self._record, None
+        per_sample = per_sample_task_loss(logits, y, self.task_loss_name)
+        cosines = recorded_cosines(record, x, per_sample, self.input_center, self.eps_cos, create_graph=True)
         names = list(cosines)
         weights = self.tap_weights(names)
         penalties = [alignment_penalty(cosines[name], self.penalty).mean() for name in names]
-        reg = sum(w * p for w, p in zip(weights, penalties, strict=True)) / sum(weights)
-        task = per_sample.mean()
+        penalty = sum(w * p for w, p in zip(weights, penalties, strict=True)) / sum(weights)
         abs_cos = {name: c.detach().abs().mean() for name, c in cosines.items()}
         if (
             self.lam > 0
@@ -205,20 +181,10 @@ class GFA(RobustClassifier):
                 "accuracy; start the last layer at random (SmallCNN(zero_init_head=False))",
                 stacklevel=2,
             )
-        return {
-            "loss": task + self.lam * reg,
-            self.task_loss: task,
-            "gfa_reg": reg,
-            "gfa_abs_cos": torch.stack(list(abs_cos.values())).mean(),
-            "acc": (logits.detach().argmax(dim=1) == y).float().mean(),
+        self.log_diagnostics(
+            gfa_penalty=penalty,
+            gfa_abs_cos=torch.stack(list(abs_cos.values())).mean(),
+            acc=(logits.detach().argmax(dim=1) == y).float().mean(),
             **{f"gfa_abs_cos/{name}": value for name, value in abs_cos.items()},
-        }
-
-
-def summarize_cosines(stage: str, cosines: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """``<stage>/gfa_abs_cos/<tap>`` (mean ``|c|``) and ``<stage>/gfa_cos/<tap>`` (mean signed ``c``)."""
-    metrics = {}
-    for name, c in cosines.items():
-        metrics[f"{stage}/gfa_abs_cos/{name}"] = c.abs().mean()
-        metrics[f"{stage}/gfa_cos/{name}"] = c.mean()
-    return metrics
+        )
+        return {"gfa_reg": self.lam * penalty}

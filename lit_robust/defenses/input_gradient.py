@@ -22,7 +22,10 @@ class InputGradientRegularization(RobustClassifier):
 
     The per-sample input gradients come from one backward of the *summed* per-sample losses
     (``create_graph=True``), so ``lam`` does not depend on the batch size (``flow_gradient.md`` (d) 6).
-    Logs ``train/ce`` and ``train/input_grad_reg`` (the weighted term ``lam * R``, as it enters the loss).
+    Logs ``train/ce`` and ``train/input_grad_reg`` (the weighted term ``lam * R``, as it enters the loss)
+    and ``train/input_grad_penalty`` (``R``). With an ``adversary``, ``R`` is taken at the adversarial
+    inputs (double backpropagation on top of adversarial training); with ``trades_beta``, at the clean
+    ones, where TRADES' cross-entropy is.
 
     Args:
         network: the classifier (starts with ``Normalize``; inputs in [0, 1]).
@@ -54,13 +57,15 @@ class InputGradientRegularization(RobustClassifier):
         self.norm = check_choice("norm", norm, NORMS)
         self.rs_sigma_px = check_real("rs_sigma_px", rs_sigma_px, 0)
 
-    def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        if self.lam > 0:
-            x = random_deformation(x, self.rs_sigma_px).requires_grad_(True)
-        return super().compute_loss(x, y)
+    def regularizer_inputs(self, x: Tensor) -> Tensor:
+        if self.lam == 0:
+            return x
+        return random_deformation(x, self.rs_sigma_px).detach().requires_grad_(True)
 
     def regularizer(self, x: Tensor, y: Tensor, logits: Tensor) -> dict[str, Tensor]:
         if self.lam == 0:
             return {"input_grad_reg": logits.new_zeros(())}
         grad = input_gradient(F.cross_entropy(logits, y, reduction="none"), x, create_graph=True)
-        return {"input_grad_reg": self.lam * gradient_norm(grad, self.norm).mean()}
+        penalty = gradient_norm(grad, self.norm).mean()
+        self.log_diagnostics(input_grad_penalty=penalty)
+        return {"input_grad_reg": self.lam * penalty}

@@ -14,77 +14,20 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lit_robust.attacks.base import ThreatModel, project
+from lit_robust.attacks.base import Attack
 from lit_robust.defenses.base import RobustClassifier
 from lit_robust.functional.input_gradient import (
-    Norm,
     cross_entropy_gradient_norms,
     gradient_norm,
     input_gradient,
 )
-from lit_robust.models.modes import eval_mode, frozen_parameters
+from lit_robust.functional.local_flatness import (
+    GRADIENT_NORMS,
+    INIT_STD,
+    check_inner_maximization,
+    maximize_gradient_norm,
+)
 from lit_robust.validation import check_choice, check_int, check_real
-
-BALLS = {"inf": ThreatModel.LINF, "2": ThreatModel.L2}
-GRADIENT_NORMS: dict[int, Norm] = {1: "l1", 2: "l2"}  # q -> the norm's name
-INIT_STD = 0.001  # official code: x + 0.001 * N(0, I), clipped to [0, 1]
-
-
-def check_inner_maximization(
-    eps: float, alpha: float, steps: int, p: str, q: int, init_std: float
-) -> tuple[float, float, int, str, int, float]:
-    """The arguments of :func:`maximize_gradient_norm`, checked before any work (ranges as
-    :class:`LocalFlatnessRegularization` documents them) and returned as ``(eps, alpha, steps, p, q,
-    init_std)``."""
-    if isinstance(p, bool) or p not in BALLS:
-        raise ValueError(f"p (the ball) must be 'inf' or '2', got {p!r}")
-    if isinstance(q, bool) or not isinstance(q, int) or q not in GRADIENT_NORMS:
-        raise ValueError(f"q (the gradient norm) must be 1 or 2, got {q!r}")
-    eps = check_real("eps", eps, 0, 1 if p == "inf" else None)
-    alpha = check_real("alpha", alpha, 0, low_open=True)
-    steps = check_int("steps", steps, 0)
-    init_std = check_real("init_std", init_std, 0)
-    return eps, alpha, steps, p, q, init_std
-
-
-def maximize_gradient_norm(
-    network: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float,
-    alpha: float,
-    steps: int,
-    p: Literal["inf", "2"] = "inf",
-    q: int = 1,
-    init_std: float = INIT_STD,
-) -> Tensor:
-    """The inner maximization: ``x̃ ≈ argmax_{x' ∈ B_p(x, eps) ∩ [0,1]^D} ||∇_{x'} ℓ(x')||_q``.
-
-    ``x̃⁰ = Π(x + init_std·N(0, I))``, then ``steps`` times ``x̃ ← Π(x̃ + alpha·d(∇_x̃ r))`` with
-    ``r = mean_b ||∇ℓ_b(x̃_b)||_q`` (double backprop), ``d = sign`` for ``p="inf"`` and ``s / ||s||_2``
-    per sample for ``p="2"``; ``Π`` projects onto the ball, then clips to [0, 1]. Every sample's
-    ascent is independent (``r`` is a sum over samples up to ``1/B``, which the step ignores).
-
-    ``network`` runs in eval mode with frozen parameters (each module's mode and each parameter's
-    ``requires_grad`` restored afterwards): no BatchNorm update, no dropout, no ``.grad`` on the
-    parameters. Returns ``x̃`` detached.
-    """
-    threat_model = BALLS[p]
-    x = x.detach()
-    with torch.enable_grad(), eval_mode(network), frozen_parameters(network):
-        x_t = x + init_std * torch.randn_like(x) if init_std > 0 else x.clone()
-        x_t = project(x_t, x, eps, threat_model)
-        for _ in range(steps):
-            x_t.requires_grad_(True)
-            r = cross_entropy_gradient_norms(network, x_t, y, GRADIENT_NORMS[q], create_graph=True).mean()
-            (s,) = torch.autograd.grad(r, x_t)
-            if threat_model is ThreatModel.LINF:
-                step = s.sign()
-            else:
-                norms = s.flatten(1).norm(dim=1).clamp_min(1e-12)
-                step = s / norms.view(-1, *([1] * (s.dim() - 1)))
-            x_t = project(x_t.detach() + alpha * step, x, eps, threat_model)
-    return x_t.detach()
 
 
 @contextmanager
@@ -140,13 +83,16 @@ class LocalFlatnessRegularization(RobustClassifier):
         log_clean_grad_norm: also log the gradient norm at the clean point (``train/lfr_grad_norm_clean``)
             and ``train/lfr_inner_gain``; costs one plain backward through the clean graph per step
             (under 1% of a step at K = 40).
+        adversary, trades_beta: see :class:`RobustClassifier`: local flatness on top of adversarial
+            training (the ball is then around the adversarial inputs) or of TRADES (around the clean
+            ones). Not in the paper.
         num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
 
     Unknowns: the paper's text and tables were not retrieved. Everything above is the official code
     (``p="inf"``, ``q=1``, N(0, 0.001²) start, train-mode penalty, no adversarial training mixed in);
     ``p="2"``, ``penalty_bn_mode="eval"`` and ``lam_warmup_epochs`` are our options, off by default.
 
-    Logs ``train/ce``, ``train/lfr_reg`` (with ``lam``), ``train/lfr_grad_norm`` (mean
+    Logs ``train/ce``, ``train/lfr_reg`` (with ``lam``), ``train/lfr_penalty`` (mean
     ``||∇ℓ(x̃)||_q``, the estimated local flatness, without ``lam``) and, if ``log_clean_grad_norm``,
     ``train/lfr_grad_norm_clean`` and ``train/lfr_inner_gain`` (their ratio, >= 1 when the inner loop
     works). Do not ``torch.compile`` the training step (double backprop); fp32 or bf16, not fp16.
@@ -169,8 +115,10 @@ class LocalFlatnessRegularization(RobustClassifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
+        adversary: Attack | None = None,
+        trades_beta: float | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary, trades_beta)
         eps, alpha, steps, p, q, init_std = check_inner_maximization(eps, alpha, steps, str(p), q, init_std)
         self.eps, self.alpha, self.steps, self.lam = eps, alpha, steps, check_real("lam", lam, 0)
         self.p, self.q, self.init_std = p, q, init_std
@@ -178,7 +126,6 @@ class LocalFlatnessRegularization(RobustClassifier):
         self.penalty_bn_mode = check_choice("penalty_bn_mode", penalty_bn_mode, ("train", "eval"))
         self.lam_warmup_epochs = check_int("lam_warmup_epochs", lam_warmup_epochs, 0)
         self.log_clean_grad_norm = log_clean_grad_norm
-        self._diagnostics: dict[str, Tensor] = {}
 
     def current_lam(self) -> float:
         """``lam``, ramped over the first ``lam_warmup_epochs`` epochs when that is > 0."""
@@ -200,23 +147,19 @@ class LocalFlatnessRegularization(RobustClassifier):
             norms = cross_entropy_gradient_norms(self.network, x_tilde, y, self.norm, create_graph=True)
         return norms.mean()
 
+    def regularizer_inputs(self, x: Tensor) -> Tensor:
+        """A leaf, when the clean gradient norm is logged (it is differentiated at ``x``)."""
+        return x.detach().requires_grad_(True) if self.lam > 0 and self.log_clean_grad_norm else x
+
     def regularizer(self, x: Tensor, y: Tensor, logits: Tensor) -> dict[str, Tensor]:
         if self.lam == 0:
             return {"lfr_reg": logits.new_zeros(())}
         grad_norm = self.penalty(self.local_flatness_point(x, y), y)
-        self._diagnostics["lfr_grad_norm"] = grad_norm.detach()
-        if x.requires_grad:  # compute_loss made x a leaf for the clean gradient norm
+        self.log_diagnostics(lfr_penalty=grad_norm)
+        if x.requires_grad:  # regularizer_inputs made x a leaf for the clean gradient norm
             per_sample = F.cross_entropy(logits, y, reduction="none")
             clean_grad = input_gradient(per_sample, x, create_graph=False, retain_graph=True)
             clean = gradient_norm(clean_grad, self.norm).mean()
             gain = torch.where(clean > 0, grad_norm.detach() / clean.clamp_min(1e-30), torch.ones_like(clean))
-            self._diagnostics.update(lfr_grad_norm_clean=clean, lfr_inner_gain=gain)
+            self.log_diagnostics(lfr_grad_norm_clean=clean, lfr_inner_gain=gain)
         return {"lfr_reg": self.current_lam() * grad_norm}
-
-    def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        self._diagnostics = {}
-        if self.lam > 0 and self.log_clean_grad_norm:
-            x = x.detach().requires_grad_(True)
-        terms = super().compute_loss(x, y)
-        diagnostics, self._diagnostics = self._diagnostics, {}
-        return {**terms, **diagnostics}

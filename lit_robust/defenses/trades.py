@@ -4,22 +4,24 @@ Robustness and Accuracy", ICML 2019 (arXiv 1901.08573)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import Tensor, nn
+from torch import nn
 
 from lit_robust.attacks.base import Attack
-from lit_robust.defenses.adversarial_training import AdversarialTraining
+from lit_robust.defenses.base import RobustClassifier
 from lit_robust.validation import check_real
 
 
-class TRADES(AdversarialTraining):
+class TRADES(RobustClassifier):
     """``L = (1/B) sum_i [ CE(f(x_i), y_i) + beta * KL(softmax f(x_i) || softmax f(x_i')) ]``.
 
     ``x_i'`` maximizes that KL inside the eps-ball: ``attack`` must be ``PGD(..., loss="kl")``
     (the official code: ``random_start="normal"``, MNIST eps 0.3 / step 0.01 / 40 steps,
     CIFAR-10 eps 0.031 / step 0.007 / 10 steps). The KL is differentiated through both the clean
     and the adversarial prediction, as in the official code (``KLDivLoss(sum) / B``).
+
+    It is :class:`RobustClassifier` with ``adversary=attack, trades_beta=beta`` (the name users look
+    for): any regularization defense takes the same two arguments for its TRADES variant.
 
     Args:
         network: the classifier (starts with ``Normalize``; inputs in [0, 1]).
@@ -28,8 +30,7 @@ class TRADES(AdversarialTraining):
             6.0 on CIFAR-10); 0 trains on the clean cross-entropy only.
         num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
 
-    Logs ``train/ce`` (clean cross-entropy) and ``train/kl`` (unweighted). A kind of
-    :class:`AdversarialTraining`: it shares the training attack, and replaces the loss.
+    Logs ``train/ce`` (clean cross-entropy) and ``train/kl`` (unweighted).
     """
 
     def __init__(
@@ -42,18 +43,19 @@ class TRADES(AdversarialTraining):
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
     ):
-        super().__init__(network, attack, num_classes, optimizer, lr_scheduler, init_from)
-        if getattr(attack, "loss", "kl") != "kl":
-            raise ValueError(
-                f"TRADES' inner attack must maximize the KL divergence (loss='kl'), "
-                f"got {type(attack).__name__} with loss={attack.loss!r}"
-            )
-        self.beta = check_real("beta", beta, 0)
+        if not isinstance(attack, Attack):
+            raise TypeError(f"attack must be a lit_robust Attack, got {type(attack).__name__}")
+        beta = check_real("beta", beta, 0)
+        super().__init__(
+            network, num_classes, optimizer, lr_scheduler, init_from, adversary=attack, trades_beta=beta
+        )
 
-    def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        x_adv = self.attack(self, x, y)
-        logits_clean = self(x)
-        logits_adv = self(x_adv)
-        ce = F.cross_entropy(logits_clean, y)
-        kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
-        return {"loss": ce + self.beta * kl, "ce": ce, "kl": kl}
+    @property
+    def attack(self) -> Attack:
+        """The inner maximization (the ``adversary``)."""
+        return self.adversary
+
+    @property
+    def beta(self) -> float:
+        """The KL weight (``trades_beta``)."""
+        return self.trades_beta

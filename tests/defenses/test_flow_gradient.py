@@ -55,7 +55,8 @@ def test_loss_is_ce_plus_lam_times_the_warp_reference(convention):
     reg = sq_pix if convention == "pixel" else sq_off
     torch.testing.assert_close(terms["flow_grad_sq_pix"], sq_pix.detach(), rtol=1e-12, atol=0)
     torch.testing.assert_close(terms["flow_grad_sq_official"], sq_off.detach(), rtol=1e-12, atol=0)
-    torch.testing.assert_close(terms["flow_grad_reg"], reg, rtol=1e-12, atol=0)
+    torch.testing.assert_close(terms["flow_grad_penalty"], reg.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(terms["flow_grad_reg"], 0.7 * reg, rtol=1e-12, atol=0)  # as it enters the loss
     ce = F.cross_entropy(network(x), y)
     torch.testing.assert_close(terms["ce"], ce, rtol=1e-12, atol=0)
     torch.testing.assert_close(terms["loss"], ce + 0.7 * reg, rtol=1e-12, atol=0)
@@ -86,8 +87,8 @@ def test_adversary_replaces_the_random_start():
     model = FlowGradientRegularization(network=network, lam=1.0, adversary=adversary, num_classes=NUM_CLASSES)
     terms = model.compute_loss(x, y)
     expected = F.cross_entropy(network(adversary(network, x, y)), y)
-    torch.testing.assert_close(terms["ce"], expected)
-    assert terms["ce"] > F.cross_entropy(network(x), y)
+    torch.testing.assert_close(terms["adv_ce"], expected)  # the CE at adversarial inputs, as in PGD-AT
+    assert terms["adv_ce"] > F.cross_entropy(network(x), y)
 
 
 def test_lam_zero_is_standard_training_and_skips_the_random_start():

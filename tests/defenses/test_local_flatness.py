@@ -13,12 +13,9 @@ from torch.func import functional_call
 
 from lit_robust.cli import main
 from lit_robust.defenses.input_gradient import InputGradientRegularization
-from lit_robust.defenses.local_flatness import (
-    GRADIENT_NORMS,
-    LocalFlatnessRegularization,
-    maximize_gradient_norm,
-)
+from lit_robust.defenses.local_flatness import LocalFlatnessRegularization
 from lit_robust.functional.input_gradient import cross_entropy_gradient_norms
+from lit_robust.functional.local_flatness import GRADIENT_NORMS, maximize_gradient_norm
 from lit_robust.models import Normalize
 from tests.conftest import (
     NUM_CLASSES,
@@ -174,7 +171,7 @@ def test_sum_reduced_per_sample_form_equals_the_official_batch_mean_times_b():
     ours = cross_entropy_gradient_norms(network, x_t, y).mean()
     torch.testing.assert_close(ours, official)
     torch.testing.assert_close(terms["lfr_reg"] / 0.5, ours)
-    torch.testing.assert_close(terms["lfr_grad_norm"], ours)
+    torch.testing.assert_close(terms["lfr_penalty"], ours)
     torch.testing.assert_close(terms["loss"], terms["ce"] + terms["lfr_reg"])
     assert official / len(x) < 0.5 * ours  # the 1/B of a mean-reduced gradient is not negligible
 
@@ -284,13 +281,13 @@ def test_loss_terms_and_diagnostics(trained_tiny):
     network, x, y = trained_tiny
     model = LFR(network=network, eps=0.1, alpha=0.01, steps=10, lam=0.1, num_classes=NUM_CLASSES)
     terms = model.compute_loss(x, y)
-    assert set(terms) == {"loss", "ce", "lfr_reg", "lfr_grad_norm", "lfr_grad_norm_clean", "lfr_inner_gain"}
-    assert terms["loss"].requires_grad and not terms["lfr_grad_norm"].requires_grad
-    torch.testing.assert_close(terms["lfr_reg"].detach(), 0.1 * terms["lfr_grad_norm"])
-    torch.testing.assert_close(terms["lfr_inner_gain"], terms["lfr_grad_norm"] / terms["lfr_grad_norm_clean"])
+    assert set(terms) == {"loss", "ce", "lfr_reg", "lfr_penalty", "lfr_grad_norm_clean", "lfr_inner_gain"}
+    assert terms["loss"].requires_grad and not terms["lfr_penalty"].requires_grad
+    torch.testing.assert_close(terms["lfr_reg"].detach(), 0.1 * terms["lfr_penalty"])
+    torch.testing.assert_close(terms["lfr_inner_gain"], terms["lfr_penalty"] / terms["lfr_grad_norm_clean"])
     assert terms["lfr_inner_gain"] > 1
     quiet = LFR(network=network, steps=1, log_clean_grad_norm=False, num_classes=NUM_CLASSES)
-    assert set(quiet.compute_loss(x, y)) == {"loss", "ce", "lfr_reg", "lfr_grad_norm"}
+    assert set(quiet.compute_loss(x, y)) == {"loss", "ce", "lfr_reg", "lfr_penalty"}
 
 
 def test_lam_warmup_ramps_linearly_by_epoch():
@@ -337,7 +334,7 @@ def test_cli_fit_logs_the_regularizer(tmp_path, monkeypatch):
     for key in (
         "train/ce",
         "train/lfr_reg",
-        "train/lfr_grad_norm",
+        "train/lfr_penalty",
         "train/lfr_grad_norm_clean",
         "train/lfr_inner_gain",
     ):
