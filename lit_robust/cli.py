@@ -2,7 +2,13 @@
 
 * The model is any :class:`RobustClassifier` subclass and the data any :class:`ImageDataModule`
   subclass, chosen by ``class_path`` in YAML; the CLI's class lookup is the registry.
-* ``data.num_classes`` is linked to ``model.num_classes``.
+* ``data.num_classes`` is linked to ``model.num_classes``. The network gets the rest of what the data
+  fixes from the DataModule too: every argument of ``model.init_args.network`` (WNLL:
+  ``backbone``) among ``num_classes``, ``in_channels``, ``input_size``, ``input_shape``, ``mean`` and
+  ``std`` that is unset (``null``, the networks' default) is filled from the DataModule before anything
+  is built (:func:`fill_network_arguments`); a value written in YAML or on the command line wins.
+  The filled values are in the saved ``config.yaml`` and in the checkpoint's hyperparameters, so
+  ``Defense.load_from_checkpoint(path)`` rebuilds the same network.
 * ``robustness:`` configures the :class:`RobustnessEvaluation` callback and ``checkpoint:`` the
   :class:`ModelCheckpoint` (best ``val/worst_case_acc``); both are always present, so config
   groups compose without overwriting each other's callback lists.
@@ -21,6 +27,7 @@
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import re
 import sys
@@ -28,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -37,6 +45,11 @@ from lit_robust.data.base import ImageDataModule
 from lit_robust.defenses.base import RobustClassifier
 from lit_robust.loading import refusal
 from lit_robust.report import write_incomplete_report, write_report
+
+# The model arguments that hold the network (WNLL calls its network ``backbone``), and the network
+# arguments the data fixes: each one a network has and leaves unset (None) is filled from the data.
+NETWORK_SLOTS = ("network", "backbone")
+DATA_FACTS = ("num_classes", "in_channels", "input_size", "input_shape", "mean", "std")
 
 SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
 
@@ -88,6 +101,12 @@ class LitRobustCLI(LightningCLI):
             default=False,
             help="After fit, test the best checkpoint and print clean and robust accuracy.",
         )
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, once the network's unset arguments are filled from the data
+        (:func:`fill_network_arguments`)."""
+        fill_network_arguments(self.config[self.subcommand] if self.subcommand else self.config)
+        super().instantiate_classes()
 
     # ------------------------------------------------------------------------------- resuming
     def _parse_ckpt_path(self) -> None:
@@ -172,6 +191,73 @@ class LitRobustCLI(LightningCLI):
             json_path, markdown_path = write_report(self.trainer, checkpoint, log_dir, seed, command)
             lines.append(f"Report:           {markdown_path} and {json_path.name}")
         print("\n".join(lines))
+
+
+def data_facts(datamodule: Any) -> dict[str, Any]:
+    """The network arguments a DataModule fixes, from its ``num_classes``, ``input_shape`` ``(C, H, W)``,
+    ``mean`` and ``std`` (pixel units): ``num_classes``, ``in_channels`` (C), ``input_size`` (H, for
+    square images only), ``input_shape`` and per-channel ``mean`` / ``std`` lists. A fact the
+    DataModule does not have is left out."""
+    facts: dict[str, Any] = {}
+    if getattr(datamodule, "num_classes", None) is not None:
+        facts["num_classes"] = int(datamodule.num_classes)
+    for name in ("mean", "std"):
+        value = getattr(datamodule, name, None)
+        if value is not None:
+            facts[name] = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    shape = getattr(datamodule, "input_shape", None)
+    if shape is not None:
+        channels, height, width = (int(size) for size in shape)
+        facts.update(in_channels=channels, input_shape=[channels, height, width])
+        if height == width:  # a non-square image leaves input_size unset: the network then says what it takes
+            facts["input_size"] = height
+    return facts
+
+
+def build_datamodule(data: Namespace) -> Any:
+    """The DataModule a parsed ``data:`` config (``class_path``, ``init_args``) describes.
+
+    :func:`fill_network_arguments` builds one to read its facts, before the CLI builds its own: the
+    lit_robust DataModules load nothing in ``__init__`` (``ImageNetDataModule`` counts its class folders).
+    """
+    module_name, _, class_name = data["class_path"].rpartition(".")
+    data_class = getattr(importlib.import_module(module_name), class_name)
+    init_args = data.get("init_args")
+    kwargs = init_args.as_dict() if isinstance(init_args, Namespace) else dict(init_args or {})
+    return data_class(**kwargs, **dict(data.get("dict_kwargs") or {}))
+
+
+def fill_network_arguments(config: Namespace) -> dict[str, Any]:
+    """Fill the network's unset arguments from the data, in the parsed ``config``, in place.
+
+    For each network of the model (``model.init_args.network``, or WNLL's ``backbone``), every argument
+    in :data:`DATA_FACTS` that the network has and that is ``None`` gets the DataModule's value
+    (:func:`data_facts`); values given in YAML or on the command line are kept. This runs before the
+    model is built, so the saved ``config.yaml`` and the checkpoint's hyperparameters hold the values
+    used. A network that still cannot take the data fails at setup, naming itself and the data's shape.
+
+    Returns:
+        ``{"network.in_channels": 3, ...}``: what was filled (empty when nothing was unset).
+    """
+    model, data = config.get("model"), config.get("data")
+    model_args = getattr(model, "init_args", None)
+    if not isinstance(model_args, Namespace) or not isinstance(data, Namespace) or "class_path" not in data:
+        return {}
+    facts: dict[str, Any] | None = None
+    filled: dict[str, Any] = {}
+    for slot in NETWORK_SLOTS:
+        network = model_args.get(slot)
+        network_args = network.get("init_args") if isinstance(network, Namespace) else None
+        if not isinstance(network_args, Namespace):
+            continue
+        unset = [key for key in DATA_FACTS if key in network_args and network_args[key] is None]
+        if unset and facts is None:
+            facts = data_facts(build_datamodule(data))
+        for key in unset:
+            if key in facts:
+                network_args[key] = facts[key]
+                filled[f"{slot}.{key}"] = facts[key]
+    return filled
 
 
 def logger_folder(config: Any) -> Path | None:

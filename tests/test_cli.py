@@ -7,13 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from jsonargparse import Namespace
 
-from lit_robust.cli import LitRobustCLI, main
-from lit_robust.defenses import AdversarialTraining
+from lit_robust.cli import LitRobustCLI, data_facts, fill_network_arguments, main
+from lit_robust.data import SyntheticDataModule
+from lit_robust.defenses import AdversarialTraining, StandardTraining
 from tests.conftest import CONFIGS, config_args, logged_scalars
 
 COMPLETE = [CONFIGS / "quickstart.yaml", *sorted((CONFIGS / "experiments").glob("*.yaml"))]
-GROUPS = sorted(p for group in ("data", "model", "trainer", "eval") for p in (CONFIGS / group).glob("*.yaml"))
+GROUPS = sorted(
+    p for group in ("data", "model", "network", "trainer", "eval") for p in (CONFIGS / group).glob("*.yaml")
+)
 BASE = [CONFIGS / "data" / "synthetic.yaml", CONFIGS / "model" / "standard.yaml"]
 FAST = [  # shrink the quickstart to seconds
     "--trainer.max_epochs=1",
@@ -142,3 +147,105 @@ def test_validate_and_predict_run():
     predicted = LitRobustCLI(args=["predict", *config_args(*BASE, *debug)])
     batches = predicted.trainer.predict_loop.predictions
     assert len(batches) == 2 and all(b.dtype == torch.long and b.max() < 10 for b in batches)
+
+
+# ------------------------------------------------------- the data's facts reach the network
+CIFAR_SHAPED = ["--data.init_args.input_shape=[3, 32, 32]", "--data.init_args.num_classes=3"]
+
+
+def test_the_data_reaches_the_network_and_the_saved_hyperparameters():
+    cli = LitRobustCLI(args=[*config_args(*BASE), *CIFAR_SHAPED], run=False)
+    given = cli.config.model.init_args.network.init_args
+    assert (given.in_channels, given.input_size, given.num_classes) == (3, 32, 3)
+    assert (given.mean, given.std) == ([0.5], [0.3])  # SyntheticDataModule's statistics
+    network = cli.model.network
+    assert network.features[0].in_channels == 3 and network.classifier[-1].out_features == 3
+    assert network.normalize.std.flatten().tolist() == pytest.approx([0.3])
+    saved = cli.model.hparams["network"]["init_args"]  # what load_from_checkpoint rebuilds from
+    assert (saved["in_channels"], saved["input_size"], saved["mean"]) == (3, 32, [0.5])
+
+
+@pytest.mark.parametrize("data", sorted((CONFIGS / "data").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_data_config_reaches_the_default_network(data):
+    cli = LitRobustCLI(args=config_args(data, CONFIGS / "model" / "standard.yaml"), run=False)
+    datamodule, network = cli.datamodule, cli.model.network
+    assert network.input_spec.accepts((2, *datamodule.input_shape))
+    assert network.normalize.mean.flatten().tolist() == pytest.approx(list(datamodule.mean))
+    assert network.normalize.std.flatten().tolist() == pytest.approx(list(datamodule.std))
+    assert network.classifier[-1].out_features == datamodule.num_classes
+
+
+def test_unset_network_arguments_print_as_null(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", *config_args(*BASE), "--print_config"])
+    printed = capsys.readouterr().out
+    assert "in_channels: null" in printed and "input_size: null" in printed  # null: from the data
+
+
+@pytest.mark.parametrize(
+    ("args", "mean", "std", "channels"),
+    [
+        ([], [0.5], [0.5], 3),  # gfa.yaml's [-1, 1] inputs win over the data's statistics
+        (["--model.init_args.network.init_args.std=[0.25]"], [0.5], [0.25], 3),  # the command line wins
+        (
+            ["--config", str(CONFIGS / "network" / "resnet20.yaml")],
+            [0.5],
+            [0.5],
+            3,
+        ),  # they follow the network
+        (["--model.init_args.network.init_args.in_channels=1"], [0.5], [0.5], 1),  # even a wrong value
+    ],
+)
+def test_written_network_arguments_win_over_the_data(args, mean, std, channels):
+    cli = LitRobustCLI(
+        args=[*config_args(BASE[0], CONFIGS / "model" / "gfa.yaml"), *CIFAR_SHAPED, *args], run=False
+    )
+    network = cli.model.network
+    assert network.normalize.mean.flatten().tolist() == pytest.approx(mean)
+    assert network.normalize.std.flatten().tolist() == pytest.approx(std)
+    assert network.input_spec.channels == channels
+
+
+def test_a_cifar_shaped_run_restores_from_its_checkpoint_and_its_config():
+    debug = [CONFIGS / "trainer" / "debug.yaml"]
+    main(["fit", *config_args(*BASE, *debug), *CIFAR_SHAPED, "--robustness.attacks=[]"])
+    run = Path("runs/debug/version_0")
+    saved = yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["network"]["init_args"]
+    assert (saved["in_channels"], saved["input_size"], saved["num_classes"]) == (3, 32, 3)
+    restored = StandardTraining.load_from_checkpoint(run / "checkpoints" / "last.ckpt")  # no arguments
+    assert restored.network.features[0].in_channels == 3
+    assert restored(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+    again = LitRobustCLI(args=["validate", "--config", str(run / "config.yaml")])  # the run's own config
+    assert again.model.network.features[0].in_channels == 3 and "val/acc" in again.trainer.callback_metrics
+
+
+def test_fill_network_arguments_fills_only_what_is_unset():
+    network = Namespace(
+        class_path="lit_robust.models.LeNet", init_args=Namespace(in_channels=None, mean=[0.1])
+    )
+    backbone = Namespace(
+        class_path="lit_robust.models.SmallCNN", init_args=Namespace(input_size=None, std=None)
+    )
+    data = Namespace(
+        class_path="lit_robust.data.SyntheticDataModule",
+        init_args=Namespace(input_shape=[2, 20, 20], num_classes=4),
+    )
+    config = Namespace(model=Namespace(init_args=Namespace(network=network, backbone=backbone)), data=data)
+    filled = fill_network_arguments(config)
+    assert filled == {"network.in_channels": 2, "backbone.input_size": 20, "backbone.std": [0.3]}
+    assert network.init_args.mean == [0.1]  # written: kept
+    # nothing unset: the data is not even built (this class path does not exist)
+    config.data = Namespace(class_path="no.such.DataModule", init_args=Namespace())
+    assert fill_network_arguments(config) == {}
+
+
+def test_data_facts():
+    facts = data_facts(SyntheticDataModule(num_classes=3, input_shape=(3, 16, 24)))
+    assert facts == {
+        "num_classes": 3,
+        "mean": [0.5],
+        "std": [0.3],
+        "in_channels": 3,
+        "input_shape": [3, 16, 24],
+    }
+    assert data_facts(object()) == {}  # input_size is only for square images (above), nothing without facts

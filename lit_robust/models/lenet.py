@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import Normalize
+from lit_robust.models.normalize import InputSpec, Normalize, from_the_data, network_statistics
 from lit_robust.validation import check_int
 
 
@@ -22,32 +22,38 @@ class LeNet(nn.Module):
     (``conv5(1->20) - maxpool2 - conv5(20->50) - maxpool2 - fc800->500 - ReLU - fc500->10``).
 
     Args:
-        num_classes: number of output logits, >= 2.
-        in_channels: image channels, >= 1 (1 for MNIST, 3 for CIFAR-10).
-        input_size: image height = width in pixels (28 or 32); at least 16 - 2 ``first_padding``.
-        mean, std: per-channel normalization statistics in pixel units.
+        num_classes: number of output logits, >= 2; ``None``: from the data under ``lit-robust``, else 10.
+        in_channels: image channels, >= 1; ``None``: from the data, else 1.
+        input_size: image height = width in pixels (28 or 32), at least 16 - 2 ``first_padding``;
+            ``None``: from the data, else 28.
+        mean, std: per-channel normalization statistics in pixel units; ``None``: the data's under
+            ``lit-robust``, else 0 and 1 (no normalization).
         conv_channels: output channels of the two 5 x 5 convolutions, integers >= 1.
         hidden: widths of the hidden fully connected layers (each followed by ReLU), integers >= 1.
         first_padding: zero padding of the first convolution, in pixels, >= 0.
         conv_activation: ReLU after each convolution.
+
+    Raises:
+        ValueError: in ``forward``, for images not of shape ``(in_channels, input_size, input_size)``,
+            naming the network and the images' shape.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        input_size: int = 28,
-        mean: float | Sequence[float] = 0.0,
-        std: float | Sequence[float] = 1.0,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+        input_size: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
         conv_channels: Sequence[int] = (6, 16),
         hidden: Sequence[int] = (120, 84),
         first_padding: int = 2,
         conv_activation: bool = True,
     ):
         super().__init__()
-        num_classes = check_int("num_classes", num_classes, 2)
-        in_channels = check_int("in_channels", in_channels, 1)
-        input_size = check_int("input_size", input_size, 1)
+        num_classes = check_int("num_classes", 10 if num_classes is None else num_classes, 2)
+        in_channels = check_int("in_channels", 1 if in_channels is None else in_channels, 1)
+        input_size = check_int("input_size", 28 if input_size is None else input_size, 1)
         first_padding = check_int("first_padding", first_padding, 0)
         if isinstance(conv_channels, str) or len(conv_channels) != 2:
             raise ValueError(f"conv_channels must give the two convolutions' widths, got {conv_channels!r}")
@@ -58,7 +64,12 @@ class LeNet(nn.Module):
             raise ValueError(
                 f"input_size={input_size} with first_padding={first_padding} is too small for LeNet"
             )
-        self.normalize = Normalize(mean, std)
+        name = f"LeNet(in_channels={in_channels}, input_size={input_size})"
+        hint = from_the_data("in_channels", "input_size")
+        self.input_spec = InputSpec(
+            name, in_channels, (input_size, input_size), channels_hint=hint, size_hint=hint
+        )
+        self.normalize = Normalize(*network_statistics("LeNet", mean, std, in_channels))
         activation = [nn.ReLU()] if conv_activation else []
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 5, padding=first_padding), *activation, nn.MaxPool2d(2),
@@ -73,4 +84,5 @@ class LeNet(nn.Module):
         self.classifier = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        self.input_spec.check(x)
         return self.classifier(self.features(self.normalize(x)))

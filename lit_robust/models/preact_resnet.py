@@ -30,7 +30,13 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lit_robust.models.normalize import (
+    CIFAR10_STATISTICS,
+    InputSpec,
+    Normalize,
+    from_the_data,
+    network_statistics,
+)
 from lit_robust.validation import check_int
 
 
@@ -68,24 +74,37 @@ class PreActResNet(nn.Module):
     Args:
         num_blocks: basic blocks per stage, four entries; ``(2, 2, 2, 2)`` is PreAct ResNet-18,
             ``(3, 4, 6, 3)`` PreAct ResNet-34.
-        num_classes: number of output logits, >= 2.
-        mean, std: per-channel normalization statistics in pixel units (default CIFAR-10).
+        num_classes: number of output logits, >= 2; ``None``: from the data under ``lit-robust``, else 10.
+        mean, std: per-channel normalization statistics in pixel units; ``None``: the data's under
+            ``lit-robust``, else CIFAR-10's.
+        in_channels: image channels, >= 1; ``None``: from the data, else 3.
+
+    Any image size works (global average pooling); 32 x 32 is the design size.
+
+    Raises:
+        ValueError: in ``forward``, for images without ``in_channels`` channels, naming the network and
+            the images' shape.
     """
 
     def __init__(
         self,
         num_blocks: Sequence[int] = (2, 2, 2, 2),
-        num_classes: int = 10,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        in_channels: int | None = None,
     ):
         super().__init__()
         num_blocks = tuple(num_blocks)
         if len(num_blocks) != 4 or any(type(n) is not int or n < 1 for n in num_blocks):  # bool refused
             raise ValueError(f"num_blocks must be four integers >= 1, got {num_blocks}")
-        num_classes = check_int("num_classes", num_classes, 2)
-        self.normalize = Normalize(mean, std)
-        self.stem = nn.Conv2d(3, 64, 3, padding=1, bias=False)
+        num_classes = check_int("num_classes", 10 if num_classes is None else num_classes, 2)
+        in_channels = check_int("in_channels", 3 if in_channels is None else in_channels, 1)
+        name = f"{type(self).__name__}(in_channels={in_channels})"
+        self.input_spec = InputSpec(name, in_channels, channels_hint=from_the_data("in_channels"))
+        statistics = network_statistics(type(self).__name__, mean, std, in_channels, CIFAR10_STATISTICS)
+        self.normalize = Normalize(*statistics)
+        self.stem = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
         self.stage1 = _stage(64, 64, num_blocks[0], 1)
         self.stage2 = _stage(64, 128, num_blocks[1], 2)
         self.stage3 = _stage(128, 256, num_blocks[2], 2)
@@ -96,6 +115,7 @@ class PreActResNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The 512-dimensional pooled features that ``fc`` maps to logits, shape ``(B, 512)``."""
+        self.input_spec.check(x)
         out = self.stem(self.normalize(x))
         out = self.stage4(self.stage3(self.stage2(self.stage1(out))))
         return self.pool(F.relu(self.final_bn(out)))
@@ -108,16 +128,17 @@ class PreActResNet18(PreActResNet):
     """PreAct ResNet-18 (11.17M parameters for 10 classes): ``PreActResNet(num_blocks=(2, 2, 2, 2))``.
 
     Args:
-        num_classes, mean, std: as :class:`PreActResNet`.
+        num_classes, mean, std, in_channels: as :class:`PreActResNet`.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        in_channels: int | None = None,
     ):
-        super().__init__((2, 2, 2, 2), num_classes, mean, std)
+        super().__init__((2, 2, 2, 2), num_classes, mean, std, in_channels)
 
 
 def _stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> nn.Sequential:

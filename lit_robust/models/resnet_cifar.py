@@ -28,7 +28,13 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lit_robust.models.normalize import (
+    CIFAR10_STATISTICS,
+    InputSpec,
+    Normalize,
+    from_the_data,
+    network_statistics,
+)
 from lit_robust.validation import check_choice, check_int
 
 SHORTCUTS = ("A", "B")
@@ -96,31 +102,46 @@ class CifarResNet(nn.Module):
     weight 1, bias 0; the Linear layer keeps PyTorch's default. No operation is in place, so layer
     inputs recorded by :class:`~lit_robust.models.taps.Taps` stay valid for double backprop.
 
+    Any image size works (global average pooling); 32 x 32 is the design size.
+
     Args:
         depth: number of weighted layers, ``6n + 2`` with ``n >= 1`` (20, 32, 44, 56, 110, ...).
-        num_classes: number of output logits, >= 2.
-        mean, std: per-channel normalization statistics in pixel units (default CIFAR-10).
+        num_classes: number of output logits, >= 2; ``None``: from the data under ``lit-robust``, else 10.
+        mean, std: per-channel normalization statistics in pixel units; ``None``: the data's under
+            ``lit-robust``, else CIFAR-10's.
         shortcut: ``"A"`` (zero-padded identity, parameter free, as in the paper) or ``"B"`` (1x1
             convolution + BN where the shape changes, as in the official WNLL code).
+        in_channels: image channels, >= 1; ``None``: from the data, else 3.
+
+    Raises:
+        ValueError: in ``forward``, for images without ``in_channels`` channels, naming the network and
+            the images' shape.
     """
 
     def __init__(
         self,
         depth: int = 20,
-        num_classes: int = 10,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
         shortcut: str = "A",
+        in_channels: int | None = None,
     ):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...), got {depth!r}")
-        num_classes = check_int("num_classes", num_classes, 2)
+        num_classes = check_int("num_classes", 10 if num_classes is None else num_classes, 2)
         shortcut = check_choice("shortcut", shortcut, SHORTCUTS)
+        in_channels = check_int("in_channels", 3 if in_channels is None else in_channels, 1)
         self.depth = depth
         blocks = (depth - 2) // 6
-        self.normalize = Normalize(mean, std)
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        name = f"{type(self).__name__}(in_channels={in_channels})"
+        self.input_spec = InputSpec(name, in_channels, channels_hint=from_the_data("in_channels"))
+        statistics = network_statistics(type(self).__name__, mean, std, in_channels, CIFAR10_STATISTICS)
+        self.normalize = Normalize(*statistics)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
+        )
         self.stage1 = _stage(16, 16, blocks, 1, shortcut)
         self.stage2 = _stage(16, 32, blocks, 2, shortcut)
         self.stage3 = _stage(32, 64, blocks, 2, shortcut)
@@ -132,6 +153,7 @@ class CifarResNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The 64-dimensional pooled features that ``fc`` maps to logits, shape ``(B, 64)``."""
+        self.input_spec.check(x)
         out = self.stem(self.normalize(x))
         return self.pool(self.stage3(self.stage2(self.stage1(out))))
 
@@ -143,34 +165,36 @@ class ResNet20(CifarResNet):
     """ResNet-20 (n = 3, 0.27M parameters with option A): ``CifarResNet(depth=20)``.
 
     Args:
-        num_classes, mean, std, shortcut: as :class:`CifarResNet`.
+        num_classes, mean, std, shortcut, in_channels: as :class:`CifarResNet`.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
         shortcut: str = "A",
+        in_channels: int | None = None,
     ):
-        super().__init__(20, num_classes, mean, std, shortcut)
+        super().__init__(20, num_classes, mean, std, shortcut, in_channels)
 
 
 class ResNet56(CifarResNet):
     """ResNet-56 (n = 9, 0.85M parameters with option A): ``CifarResNet(depth=56)``.
 
     Args:
-        num_classes, mean, std, shortcut: as :class:`CifarResNet`.
+        num_classes, mean, std, shortcut, in_channels: as :class:`CifarResNet`.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
         shortcut: str = "A",
+        in_channels: int | None = None,
     ):
-        super().__init__(56, num_classes, mean, std, shortcut)
+        super().__init__(56, num_classes, mean, std, shortcut, in_channels)
 
 
 def _stage(in_channels: int, out_channels: int, blocks: int, stride: int, shortcut: str) -> nn.Sequential:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import Normalize
+from lit_robust.models.normalize import InputSpec, Normalize, from_the_data, network_statistics
 from lit_robust.validation import check_int, check_real
 
 
@@ -18,34 +18,45 @@ class SmallCNN(nn.Module):
     the local-flatness code does not, so ``dropout`` defaults to 0.
 
     Args:
-        num_classes: number of output logits, >= 2.
-        in_channels: image channels, >= 1 (1 for MNIST, 3 for CIFAR-10).
-        input_size: image height = width in pixels, >= 16 (28 for MNIST, 32 for CIFAR-10).
+        num_classes: number of output logits, >= 2; ``None``: from the data under ``lit-robust``, else 10.
+        in_channels: image channels, >= 1; ``None``: from the data, else 1.
+        input_size: image height = width in pixels, >= 16; ``None``: from the data, else 28.
         dropout: dropout probability after ``fc1``, in [0, 1) (TRADES: 0.5).
-        mean, std: per-channel normalization statistics in pixel units.
+        mean, std: per-channel normalization statistics in pixel units; ``None``: the data's under
+            ``lit-robust``, else 0 and 1 (no normalization). Written values win (GFA's 0.5, 0.5).
         zero_init_head: start the last layer at zero (TRADES, local flatness). Turn it off for GFA:
             with a zero head every layer's loss gradient is zero at the start, the alignment penalty
             dominates the first steps and training collapses to chance accuracy (measured:
             ``benchmarks/short_run_robustness.py``); off, PyTorch's default initialization.
+
+    Raises:
+        ValueError: in ``forward``, for images not of shape ``(in_channels, input_size, input_size)``,
+            naming the network and the images' shape.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        input_size: int = 28,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+        input_size: int | None = None,
         dropout: float = 0.0,
-        mean: float | Sequence[float] = 0.0,
-        std: float | Sequence[float] = 1.0,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
         zero_init_head: bool = True,
     ):
         super().__init__()
-        num_classes = check_int("num_classes", num_classes, 2)
-        in_channels = check_int("in_channels", in_channels, 1)
-        input_size = check_int("input_size", input_size, 16)  # 16 -> 14 -> 12 -> 6 -> 4 -> 2 -> 1
+        num_classes = check_int("num_classes", 10 if num_classes is None else num_classes, 2)
+        in_channels = check_int("in_channels", 1 if in_channels is None else in_channels, 1)
+        # 16 -> 14 -> 12 -> 6 -> 4 -> 2 -> 1
+        input_size = check_int("input_size", 28 if input_size is None else input_size, 16)
         dropout = check_real("dropout", dropout, 0, 1, high_open=True)
         side = ((input_size - 4) // 2 - 4) // 2
-        self.normalize = Normalize(mean, std)
+        name = f"SmallCNN(in_channels={in_channels}, input_size={input_size})"
+        hint = from_the_data("in_channels", "input_size")
+        self.input_spec = InputSpec(
+            name, in_channels, (input_size, input_size), channels_hint=hint, size_hint=hint
+        )
+        self.normalize = Normalize(*network_statistics("SmallCNN", mean, std, in_channels))
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3), nn.ReLU(),
             nn.Conv2d(32, 32, 3), nn.ReLU(),
@@ -71,6 +82,7 @@ class SmallCNN(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """The 200-dimensional activations (after the second ``fc200`` and ReLU) that the last layer maps
         to logits, shape ``(B, 200)``; the WNLL defense's backbone interface."""
+        self.input_spec.check(x)
         return self.classifier[:-1](self.features(self.normalize(x)))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -30,8 +30,11 @@ from typing import Any
 import torchvision
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import Normalize
+from lit_robust.models.normalize import InputSpec, Normalize, network_statistics
 from lit_robust.validation import check_int
+
+# per-channel statistics of the ImageNet training images, pixel units: what torchvision's weights expect
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 # Builders whose auxiliary classifiers would make the output a named tuple in training mode; they are
 # switched off (and the current default initialization requested explicitly) unless given.
@@ -64,13 +67,16 @@ class TorchvisionModel(nn.Module):
 
     The torchvision network is the submodule ``network`` (tap names read ``network.layer1.0.conv1``).
     Each architecture has its own input size constraints (e.g. ``inception_v3`` needs at least 75x75,
-    the ViTs exactly their ``image_size``, 224 by default).
+    the ViTs exactly their ``image_size``, 224 by default); every one takes 3-channel images, checked
+    at the start of ``forward``.
 
     Args:
         name: a torchvision classification model (``torchvision.models.list_models(module=
             torchvision.models)``), case-insensitive, e.g. ``"resnet50"``, ``"vit_b_16"``.
-        num_classes: number of output logits, >= 2.
-        mean, std: per-channel normalization statistics in pixel units (default ImageNet).
+        num_classes: number of output logits, >= 2; ``None``: from the data under ``lit-robust``, else
+            1000.
+        mean, std: per-channel normalization statistics in pixel units; ``None``: the data's under
+            ``lit-robust``, else ImageNet's.
         model_kwargs: further keyword arguments of the torchvision builder (``dropout``,
             ``image_size``, ...); ``weights`` and ``num_classes`` are not allowed here. For
             ``googlenet`` and ``inception_v3``, ``aux_logits`` defaults to False (a single logits
@@ -80,13 +86,13 @@ class TorchvisionModel(nn.Module):
     def __init__(
         self,
         name: str = "resnet50",
-        num_classes: int = 1000,
-        mean: float | Sequence[float] = (0.485, 0.456, 0.406),
-        std: float | Sequence[float] = (0.229, 0.224, 0.225),
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ):
         super().__init__()
-        num_classes = check_int("num_classes", num_classes, 2)
+        num_classes = check_int("num_classes", 1000 if num_classes is None else num_classes, 2)
         available = classification_models()
         key = name.lower() if isinstance(name, str) else name
         if key not in available:
@@ -104,11 +110,17 @@ class TorchvisionModel(nn.Module):
             )
         kwargs = {**AUXILIARY_DEFAULTS.get(key, {}), **kwargs}
         self.name = key
-        self.normalize = Normalize(mean, std)
+        self.normalize = Normalize(*network_statistics(f"TorchvisionModel({key!r})", mean, std, 3, IMAGENET))
         self.network = torchvision.models.get_model(key, weights=None, num_classes=num_classes, **kwargs)
         self.inplace_disabled = disable_inplace(self.network)
+        self.input_spec = InputSpec(
+            f"TorchvisionModel({key!r})",
+            3,
+            channels_hint="torchvision's classification models take RGB images",
+        )
 
     def forward(self, x: Tensor) -> Tensor:
+        self.input_spec.check(x)
         return self.network(self.normalize(x))
 
     def extra_repr(self) -> str:

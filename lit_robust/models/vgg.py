@@ -31,7 +31,13 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lit_robust.models.normalize import (
+    CIFAR10_STATISTICS,
+    InputSpec,
+    Normalize,
+    from_the_data,
+    network_statistics,
+)
 from lit_robust.validation import check_int
 
 # Channels of each 3x3 convolution, "M" for 2x2 max pooling (Simonyan & Zisserman, Table 1).
@@ -41,6 +47,7 @@ CONFIGS: dict[int, str] = {
     16: "64 64 M 128 128 M 256 256 256 M 512 512 512 M 512 512 512 M",
     19: "64 64 M 128 128 M 256 256 256 256 M 512 512 512 512 M 512 512 512 512 M",
 }
+MIN_SIZE = 32  # pixels: five 2x2 max poolings leave 1x1 maps
 
 
 class VGG(nn.Module):
@@ -53,25 +60,43 @@ class VGG(nn.Module):
 
     Args:
         depth: number of weighted layers: 11, 13, 16 or 19.
-        num_classes: number of output logits, >= 2.
-        mean, std: per-channel normalization statistics in pixel units (default CIFAR-10).
+        num_classes: number of output logits, >= 2; ``None``: from the data under ``lit-robust``, else 10.
+        mean, std: per-channel normalization statistics in pixel units; ``None``: the data's under
+            ``lit-robust``, else CIFAR-10's.
+        in_channels: image channels, >= 1; ``None``: from the data, else 3.
+
+    Images must be at least 32 x 32 (five 2 x 2 poolings); larger ones are averaged at the end.
+
+    Raises:
+        ValueError: in ``forward``, for images without ``in_channels`` channels or smaller than 32 x 32,
+            naming the network and the images' shape.
     """
 
     def __init__(
         self,
         depth: int = 16,
-        num_classes: int = 10,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        in_channels: int | None = None,
     ):
         super().__init__()
         if check_int("depth", depth) not in CONFIGS:
             raise ValueError(f"depth must be one of {sorted(CONFIGS)}, got {depth!r}")
-        num_classes = check_int("num_classes", num_classes, 2)
+        num_classes = check_int("num_classes", 10 if num_classes is None else num_classes, 2)
+        in_channels = check_int("in_channels", 3 if in_channels is None else in_channels, 1)
         self.depth = depth
-        self.normalize = Normalize(mean, std)
+        self.input_spec = InputSpec(
+            f"{type(self).__name__}(depth={depth}, in_channels={in_channels})",
+            in_channels,
+            min_size=MIN_SIZE,
+            channels_hint=from_the_data("in_channels"),
+            size_hint=f"its five 2 x 2 poolings need at least {MIN_SIZE} x {MIN_SIZE} pixels: choose another "
+            "network (e.g. ResNet20) for smaller images",
+        )
+        statistics = network_statistics(type(self).__name__, mean, std, in_channels, CIFAR10_STATISTICS)
+        self.normalize = Normalize(*statistics)
         layers: list[nn.Module] = []
-        in_channels = 3
         for item in CONFIGS[depth].split():
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
@@ -85,6 +110,7 @@ class VGG(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The 512-dimensional pooled features that ``fc`` maps to logits, shape ``(B, 512)``."""
+        self.input_spec.check(x)
         return self.pool(self.features(self.normalize(x)))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -95,61 +121,65 @@ class VGG11(VGG):
     """VGG-11 with BatchNorm (configuration A): ``VGG(depth=11)``.
 
     Args:
-        num_classes, mean, std: as :class:`VGG`.
+        num_classes, mean, std, in_channels: as :class:`VGG`.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        in_channels: int | None = None,
     ):
-        super().__init__(11, num_classes, mean, std)
+        super().__init__(11, num_classes, mean, std, in_channels)
 
 
 class VGG13(VGG):
     """VGG-13 with BatchNorm (configuration B): ``VGG(depth=13)``.
 
     Args:
-        num_classes, mean, std: as :class:`VGG`.
+        num_classes, mean, std, in_channels: as :class:`VGG`.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        in_channels: int | None = None,
     ):
-        super().__init__(13, num_classes, mean, std)
+        super().__init__(13, num_classes, mean, std, in_channels)
 
 
 class VGG16(VGG):
     """VGG-16 with BatchNorm (configuration D, 14.7M parameters for 10 classes): ``VGG(depth=16)``.
 
     Args:
-        num_classes, mean, std: as :class:`VGG`.
+        num_classes, mean, std, in_channels: as :class:`VGG`.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        in_channels: int | None = None,
     ):
-        super().__init__(16, num_classes, mean, std)
+        super().__init__(16, num_classes, mean, std, in_channels)
 
 
 class VGG19(VGG):
     """VGG-19 with BatchNorm (configuration E): ``VGG(depth=19)``.
 
     Args:
-        num_classes, mean, std: as :class:`VGG`.
+        num_classes, mean, std, in_channels: as :class:`VGG`.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        num_classes: int | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        in_channels: int | None = None,
     ):
-        super().__init__(19, num_classes, mean, std)
+        super().__init__(19, num_classes, mean, std, in_channels)

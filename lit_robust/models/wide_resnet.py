@@ -31,7 +31,13 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lit_robust.models.normalize import (
+    CIFAR10_STATISTICS,
+    InputSpec,
+    Normalize,
+    from_the_data,
+    network_statistics,
+)
 from lit_robust.validation import check_int, check_real
 
 
@@ -72,33 +78,47 @@ class WideResNet(nn.Module):
     Args:
         depth: number of weighted layers, ``6n + 4`` with ``n >= 1`` (16, 28, 34, 70, ...).
         widen_factor: channel multiplier ``k`` >= 1 (10 for WRN-34-10).
-        num_classes: number of output logits, >= 2.
+        num_classes: number of output logits, >= 2; ``None``: from the data under ``lit-robust``, else 10.
         dropout: dropout probability inside every block, in [0, 1) (TRADES and Madry et al.: 0).
-        mean, std: per-channel normalization statistics in pixel units (default CIFAR-10).
+        mean, std: per-channel normalization statistics in pixel units; ``None``: the data's under
+            ``lit-robust``, else CIFAR-10's.
+        in_channels: image channels, >= 1; ``None``: from the data, else 3.
+
+    Any image size works (global average pooling); 32 x 32 is the design size.
+
+    Raises:
+        ValueError: in ``forward``, for images without ``in_channels`` channels, naming the network and
+            the images' shape.
     """
 
     def __init__(
         self,
         depth: int = 34,
         widen_factor: int = 10,
-        num_classes: int = 10,
+        num_classes: int | None = None,
         dropout: float = 0.0,
-        mean: float | Sequence[float] = CIFAR10_MEAN,
-        std: float | Sequence[float] = CIFAR10_STD,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        in_channels: int | None = None,
     ):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (16, 28, 34, 70, ...), got {depth!r}")
         if isinstance(widen_factor, bool) or not isinstance(widen_factor, int) or widen_factor < 1:
             raise ValueError(f"widen_factor must be an integer >= 1, got {widen_factor!r}")
-        num_classes = check_int("num_classes", num_classes, 2)
+        num_classes = check_int("num_classes", 10 if num_classes is None else num_classes, 2)
         dropout = check_real("dropout", dropout, 0, 1, high_open=True)
+        in_channels = check_int("in_channels", 3 if in_channels is None else in_channels, 1)
         self.depth = depth
         self.widen_factor = widen_factor
         blocks = (depth - 4) // 6
         widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
-        self.normalize = Normalize(mean, std)
-        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        name = f"WideResNet(depth={depth}, widen_factor={widen_factor}, in_channels={in_channels})"
+        self.input_spec = InputSpec(name, in_channels, channels_hint=from_the_data("in_channels"))
+        self.normalize = Normalize(
+            *network_statistics("WideResNet", mean, std, in_channels, CIFAR10_STATISTICS)
+        )
+        self.stem = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
         self.stage1 = _stage(16, widths[0], blocks, 1, dropout)
         self.stage2 = _stage(widths[0], widths[1], blocks, 2, dropout)
         self.stage3 = _stage(widths[1], widths[2], blocks, 2, dropout)
@@ -112,6 +132,7 @@ class WideResNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The ``64 * widen_factor``-dimensional pooled features that ``fc`` maps to logits."""
+        self.input_spec.check(x)
         out = self.stem(self.normalize(x))
         out = self.stage3(self.stage2(self.stage1(out)))
         return self.pool(F.relu(self.final_bn(out)))

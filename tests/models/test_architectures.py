@@ -6,6 +6,7 @@ import copy
 import functools
 import inspect
 import math
+import re
 
 import jsonargparse
 import pytest
@@ -13,7 +14,10 @@ import torch
 import torchvision
 from torch import nn
 
-from lit_robust.models import MLP, LeNet, Normalize, SmallCNN
+import lit_robust.models as models
+from lit_robust.cli import DATA_FACTS
+from lit_robust.models import MLP, ConvNet, LeNet, Normalize, SmallCNN
+from lit_robust.models.normalize import InputSpec, network_statistics
 from lit_robust.models.preact_resnet import PreActResNet, PreActResNet18
 from lit_robust.models.resnet_cifar import CifarResNet, ResNet20, ResNet56, ZeroPadShortcut
 from lit_robust.models.taps import Taps
@@ -337,16 +341,48 @@ def test_architecture_starts_with_its_normalize_and_has_no_inplace_module(name):
     assert [n for n, m in model.named_modules() if getattr(m, "inplace", False)] == []
 
 
-@pytest.mark.parametrize(
-    ("cls", "stats"),
-    [(CifarResNet, CIFAR10_STATS), (ResNet20, CIFAR10_STATS), (ResNet56, CIFAR10_STATS),
-     (PreActResNet18, CIFAR10_STATS), (WideResNet, CIFAR10_STATS), (VGG, CIFAR10_STATS),
-     (VGG16, CIFAR10_STATS), (TorchvisionModel, IMAGENET_STATS)],
-)  # fmt: skip
-def test_architecture_default_statistics(cls, stats):
+NO_NORMALIZATION = ((0.0,), (1.0,))
+DEFAULT_STATISTICS = [
+    (MLP, NO_NORMALIZATION), (LeNet, NO_NORMALIZATION), (SmallCNN, NO_NORMALIZATION),
+    (ConvNet, NO_NORMALIZATION),
+    (CifarResNet, CIFAR10_STATS), (ResNet20, CIFAR10_STATS), (ResNet56, CIFAR10_STATS),
+    (PreActResNet, CIFAR10_STATS), (PreActResNet18, CIFAR10_STATS),
+    (functools.partial(WideResNet, depth=10, widen_factor=1), CIFAR10_STATS), (VGG, CIFAR10_STATS),
+    (VGG11, CIFAR10_STATS), (VGG13, CIFAR10_STATS), (VGG16, CIFAR10_STATS), (VGG19, CIFAR10_STATS),
+    (functools.partial(TorchvisionModel, "resnet18"), IMAGENET_STATS),
+]  # fmt: skip
+NETWORK_CLASSES = [MLP, LeNet, SmallCNN, ConvNet, CifarResNet, ResNet20, ResNet56, PreActResNet,
+                   PreActResNet18, WideResNet, VGG, VGG11, VGG13, VGG16, VGG19, TorchvisionModel]  # fmt: skip
+
+
+def test_every_network_class_is_covered():
+    """Every nn.Module that lit_robust.models exports and that classifies images is in NETWORK_CLASSES."""
+    others = {"BPDA", "EOT", "Normalize", "Taps", "TotalVariationMinimization"}
+    exported = {getattr(models, name) for name in models.__all__ if name not in others}
+    assert {cls for cls in exported if isinstance(cls, type)} == set(NETWORK_CLASSES)
+
+
+# the arguments of each network that the data fixes (beyond num_classes, mean and std)
+SHAPE_ARGUMENTS = {MLP: {"input_shape"}, LeNet: {"in_channels", "input_size"},
+                   SmallCNN: {"in_channels", "input_size"}, TorchvisionModel: set()}  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", NETWORK_CLASSES, ids=lambda cls: cls.__name__)
+def test_the_data_facts_default_to_none(cls):
+    """``None`` = "from the data": lit-robust fills every one left unset (``fill_network_arguments``)."""
     parameters = inspect.signature(cls).parameters
-    assert (parameters["mean"].default, parameters["std"].default) == stats
-    assert "num_classes" in parameters
+    facts = {"num_classes", "mean", "std"} | SHAPE_ARGUMENTS.get(cls, {"in_channels"})
+    assert {name for name in DATA_FACTS if name in parameters} == facts  # nothing else is filled
+    assert all(parameters[name].default is None for name in facts)
+
+
+@pytest.mark.parametrize(("builder", "stats"), DEFAULT_STATISTICS, ids=lambda b: getattr(b, "__name__", ""))
+def test_architecture_default_statistics_in_python(builder, stats):
+    """Built in Python without statistics: no normalization for the MNIST-sized networks, CIFAR-10's for the
+    CIFAR networks, ImageNet's for the torchvision ones."""
+    normalize = next(module for module in builder().modules() if isinstance(module, Normalize))
+    assert normalize.mean.flatten().tolist() == pytest.approx(stats[0])
+    assert normalize.std.flatten().tolist() == pytest.approx(stats[1])
 
 
 @pytest.mark.parametrize("num_classes", [10, 3])
@@ -668,3 +704,197 @@ def test_architecture_builds_from_a_config(class_path, init_args, expected):
     network = parser.instantiate(config).network
     assert type(network) is expected
     assert isinstance(network.normalize, Normalize)
+
+
+# ----- any network on any data: channels, size and statistics as arguments; clear errors otherwise -----
+
+MNIST_FACTS = {"num_classes": NUM_CLASSES, "mean": [0.2], "std": [0.4]}
+# every network that takes 1 x 28 x 28 images, built as lit-robust builds it from MNIST-shaped data
+ONE_CHANNEL_28 = {
+    "MLP": lambda: MLP(input_shape=[1, 28, 28], hidden=(8,), **MNIST_FACTS),
+    "LeNet": lambda: LeNet(in_channels=1, input_size=28, **MNIST_FACTS),
+    "SmallCNN": lambda: SmallCNN(in_channels=1, input_size=28, **MNIST_FACTS),
+    "CifarResNet-8-B": lambda: CifarResNet(depth=8, shortcut="B", in_channels=1, **MNIST_FACTS),
+    "ResNet20": lambda: ResNet20(in_channels=1, **MNIST_FACTS),
+    "PreActResNet": lambda: PreActResNet((1, 1, 1, 1), in_channels=1, **MNIST_FACTS),
+    "WideResNet-10-1": lambda: WideResNet(depth=10, widen_factor=1, in_channels=1, **MNIST_FACTS),
+}
+
+
+@pytest.mark.parametrize("name", ONE_CHANNEL_28)
+def test_network_on_one_channel_28_pixel_images(name):
+    model = ONE_CHANNEL_28[name]()
+    first_layer = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert first_layer.weight.shape[1] == (784 if name == "MLP" else 1)
+    assert model.input_spec.accepts((ARCH_BATCH, 1, 28, 28))
+    logits = model.eval()(torch.rand(ARCH_BATCH, 1, 28, 28))
+    assert logits.shape == (ARCH_BATCH, NUM_CLASSES) and torch.isfinite(logits).all()
+    normalize = next(m for m in model.modules() if isinstance(m, Normalize))
+    assert normalize.mean.flatten().tolist() == pytest.approx([0.2])
+    assert normalize.std.flatten().tolist() == pytest.approx([0.4])
+
+
+@pytest.mark.parametrize("depth", [11, 16])
+def test_vgg_with_other_channels(depth):
+    model = VGG(depth=depth, num_classes=NUM_CLASSES, in_channels=1, mean=0.5, std=0.25)
+    assert model.features[0].in_channels == 1
+    assert model.eval()(torch.rand(ARCH_BATCH, 1, 32, 32)).shape == (ARCH_BATCH, NUM_CLASSES)
+
+
+def test_convnet_with_other_channels():
+    model = ConvNet(num_classes=NUM_CLASSES, in_channels=1)
+    assert model(torch.rand(ARCH_BATCH, 1, 32, 32)).shape == (ARCH_BATCH, NUM_CLASSES)
+
+
+FROM_THE_DATA = "Leave {} unset (null) under lit-robust, which takes them from the data, or set them to match"
+# (network, the images it cannot take, its name in the message, what it takes, the hint)
+MISFITS = {
+    "SmallCNN-channels": (
+        lambda: SmallCNN(),
+        (3, 32, 32),
+        "SmallCNN(in_channels=1, input_size=28)",
+        "(1, 28, 28)",
+        FROM_THE_DATA.format("in_channels and input_size"),
+    ),
+    "SmallCNN-size": (
+        lambda: SmallCNN(in_channels=3, input_size=32),
+        (3, 28, 28),
+        "SmallCNN(in_channels=3, input_size=32)",
+        "(3, 32, 32)",
+        FROM_THE_DATA.format("in_channels and input_size"),
+    ),
+    "LeNet": (
+        lambda: LeNet(),
+        (1, 32, 32),
+        "LeNet(in_channels=1, input_size=28)",
+        "(1, 28, 28)",
+        FROM_THE_DATA.format("in_channels and input_size"),
+    ),
+    "MLP": (
+        lambda: MLP(),
+        (3, 32, 32),
+        "MLP(input_shape=[1, 28, 28])",
+        "(1, 28, 28)",
+        FROM_THE_DATA.format("input_shape"),
+    ),
+    "ConvNet-size": (
+        lambda: ConvNet(),
+        (3, 28, 28),
+        "ConvNet(in_channels=3)",
+        "(3, 32, 32)",
+        "ConvNet takes 32 x 32 images only",
+    ),
+    "ConvNet-channels": (
+        lambda: ConvNet(),
+        (1, 32, 32),
+        "ConvNet(in_channels=3)",
+        "(3, 32, 32)",
+        FROM_THE_DATA.format("in_channels"),
+    ),
+    "ResNet20": (
+        lambda: ResNet20(),
+        (1, 28, 28),
+        "ResNet20(in_channels=3)",
+        "(3, H, W)",
+        FROM_THE_DATA.format("in_channels"),
+    ),
+    "CifarResNet": (
+        lambda: CifarResNet(depth=8),
+        (1, 32, 32),
+        "CifarResNet(in_channels=3)",
+        "(3, H, W)",
+        FROM_THE_DATA.format("in_channels"),
+    ),
+    "PreActResNet18": (
+        lambda: PreActResNet18(),
+        (1, 28, 28),
+        "PreActResNet18(in_channels=3)",
+        "(3, H, W)",
+        FROM_THE_DATA.format("in_channels"),
+    ),
+    "WideResNet": (
+        lambda: WideResNet(depth=10, widen_factor=1),
+        (1, 28, 28),
+        "WideResNet(depth=10, widen_factor=1, in_channels=3)",
+        "(3, H, W)",
+        FROM_THE_DATA.format("in_channels"),
+    ),
+    "VGG11-size": (
+        lambda: VGG11(),
+        (3, 28, 28),
+        "VGG11(depth=11, in_channels=3)",
+        "(3, H, W) with H, W >= 32",
+        "Its five 2 x 2 poolings need at least 32 x 32 pixels",
+    ),
+    "VGG11-channels": (
+        lambda: VGG11(),
+        (1, 32, 32),
+        "VGG11(depth=11, in_channels=3)",
+        "(3, H, W) with H, W >= 32",
+        FROM_THE_DATA.format("in_channels"),
+    ),
+    "TorchvisionModel": (
+        lambda: TorchvisionModel("resnet18"),
+        (1, 64, 64),
+        "TorchvisionModel('resnet18')",
+        "(3, H, W)",
+        "Torchvision's classification models take RGB images",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MISFITS)
+def test_a_network_that_cannot_take_the_images_says_so(case):
+    build, shape, name, takes, hint = MISFITS[case]
+    got = f"images of shape {shape} (a batch of shape {(2, *shape)})"
+    message = f"{name} cannot take {got}; it takes {takes}. {hint}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        build()(torch.rand(2, *shape))
+
+
+@pytest.mark.parametrize("shape", [(2, 784), (2, 1, 28, 28, 1), (28, 28)])
+def test_inputs_that_are_not_a_batch_of_images_say_so(shape):
+    with pytest.raises(ValueError, match=r"SmallCNN.*cannot take inputs of shape .*not a batch of images"):
+        SmallCNN()(torch.rand(*shape))
+
+
+STATISTICS_MISFITS = [
+    (lambda: SmallCNN(mean=[0.1, 0.2, 0.3], std=0.3),
+     "SmallCNN takes 1-channel images, but mean=[0.1, 0.2, 0.3] has 3 values: give mean as one value, or one "
+     "per channel"),
+    (lambda: LeNet(in_channels=3, mean=0.5, std=[0.2, 0.3]),
+     "LeNet takes 3-channel images, but std=[0.2, 0.3]"),
+    (lambda: ResNet20(in_channels=1),
+     "ResNet20 takes 1-channel images, but the default mean [0.4914, 0.4822, 0.4465] has 3 values"),
+    (lambda: VGG16(in_channels=1, mean=0.5), "VGG16 takes 1-channel images, but the default std"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("build", "message"), STATISTICS_MISFITS)
+def test_statistics_that_do_not_fit_the_channels_are_refused_at_construction(build, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build()
+
+
+def test_network_statistics():
+    assert network_statistics("Net", None, None, 3) == ([0.0], [1.0])
+    assert network_statistics("Net", None, None, 3, CIFAR10_STATS) == (
+        list(CIFAR10_STATS[0]),
+        list(CIFAR10_STATS[1]),
+    )
+    assert network_statistics("Net", 0.5, [0.1, 0.2, 0.3], 3) == ([0.5], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match=r"std\[1\] must be > 0"):
+        network_statistics("Net", 0.5, [0.1, 0.0, 0.3], 3)
+
+
+def test_input_spec_accepts():
+    exact = InputSpec("Net", 3, (32, 32))
+    assert (
+        exact.accepts((5, 3, 32, 32))
+        and not exact.accepts((5, 3, 32, 31))
+        and not exact.accepts((5, 1, 32, 32))
+    )
+    assert not exact.accepts((3, 32, 32))
+    at_least = InputSpec("Net", 1, min_size=16)
+    assert at_least.accepts((2, 1, 16, 40)) and not at_least.accepts((2, 1, 15, 40))
+    assert (exact.expected(), at_least.expected()) == ("(3, 32, 32)", "(1, H, W) with H, W >= 16")
