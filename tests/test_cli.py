@@ -17,7 +17,9 @@ from tests.conftest import CONFIGS, config_args, logged_scalars
 
 COMPLETE = [CONFIGS / "quickstart.yaml", *sorted((CONFIGS / "experiments").glob("*.yaml"))]
 GROUPS = sorted(
-    p for group in ("data", "model", "network", "trainer", "eval") for p in (CONFIGS / group).glob("*.yaml")
+    p
+    for group in ("data", "model", "network", "adversary", "trainer", "eval")
+    for p in (CONFIGS / group).glob("*.yaml")
 )
 BASE = [CONFIGS / "data" / "synthetic.yaml", CONFIGS / "model" / "standard.yaml"]
 FAST = [  # shrink the quickstart to seconds

@@ -370,8 +370,14 @@ class RobustClassifier(L.LightningModule):
     def check_network_outputs(self, input_shape: tuple[int, ...]) -> None:
         """Raise a clear error when ``network`` does not return ``num_classes`` logits."""
         probe = torch.zeros((2, *input_shape), device=self.device)
-        with torch.no_grad(), eval_mode(self.network):
-            out = self.network(probe)
+        try:
+            with torch.no_grad(), eval_mode(self.network):
+                out = self.network(probe)
+        except RuntimeError as error:  # a network of the user's that does not name the problem itself
+            raise ValueError(
+                f"{type(self.network).__name__} cannot take the data's images of shape {tuple(input_shape)}: "
+                f"{str(error).splitlines()[0]}"
+            ) from error
         if out.dim() != 2 or out.shape[1] != self.num_classes:
             raise ValueError(
                 f"network returns logits of shape {tuple(out.shape)} for inputs {tuple(probe.shape)}, "

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lit_robust.attacks.base import Attack
 from lit_robust.defenses.base import RobustClassifier
 from lit_robust.functional.flow_gradient import random_deformation
 from lit_robust.functional.input_gradient import NORMS, Norm, gradient_norm, input_gradient
@@ -38,6 +39,8 @@ class InputGradientRegularization(RobustClassifier):
         rs_sigma_px: random-start deformation before the loss, the std of a Gaussian flow in pixels, >= 0
             (as :class:`~lit_robust.defenses.flow_gradient.FlowGradientRegularization`, for a
             controlled comparison). Default 0 (off); whether the paper used it is **unknown**.
+        adversary, trades_beta: see :class:`RobustClassifier` (double backpropagation on top of
+            adversarial training or TRADES).
         num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
     """
 
@@ -51,8 +54,10 @@ class InputGradientRegularization(RobustClassifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
+        adversary: Attack | None = None,
+        trades_beta: float | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from)
+        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary, trades_beta)
         self.lam = check_real("lam", lam, 0)
         self.norm = check_choice("norm", norm, NORMS)
         self.rs_sigma_px = check_real("rs_sigma_px", rs_sigma_px, 0)

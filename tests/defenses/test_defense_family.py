@@ -129,6 +129,13 @@ def test_num_classes_disagreement_is_a_clear_error(tmp_path):
         trainer(tmp_path).fit(model, datamodule=tiny_data(num_classes=5))
 
 
+def test_a_network_that_cannot_take_the_data_is_named_with_the_data_shape(tmp_path):
+    three_channels = tiny_cnn(channels=3)  # a plain nn.Sequential: only its convolution's error to go on
+    model = StandardTraining(network=three_channels, num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match=r"Sequential cannot take the data's images of shape \(1, 12, 12\)"):
+        trainer(tmp_path).fit(model, datamodule=tiny_data())
+
+
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(TypeError, match="network"):
         StandardTraining(network="small_cnn")
