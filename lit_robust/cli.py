@@ -44,6 +44,7 @@ from lit_robust.callbacks.robustness_evaluation import RobustnessEvaluation
 from lit_robust.data.base import ImageDataModule
 from lit_robust.defenses.base import RobustClassifier
 from lit_robust.loading import refusal
+from lit_robust.metrics import ACC, ROBUST_ACC, SUBSET_ACC, WORST_CASE_ACC, metric, per_attack
 from lit_robust.report import write_incomplete_report, write_report
 
 # The model arguments that hold the network (WNLL calls its network ``backbone``), and the network
@@ -89,7 +90,7 @@ class LitRobustCLI(LightningCLI):
         parser.link_arguments("robustness.every_n_epochs", "checkpoint.every_n_epochs")
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val/worst_case_acc",
+                "checkpoint.monitor": metric("val", WORST_CASE_ACC),
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch}",
@@ -296,11 +297,11 @@ def latest_last_checkpoint(folder: Path | None) -> Path:
 
 def format_summary(metrics: Mapping[str, object], log_dir: str | None = None, checkpoint: str = "") -> str:
     """A small table of the test metrics, then where the TensorBoard logs and the checkpoint are."""
-    rows = [("clean accuracy (test split)", metrics.get("test/acc"))]
-    rows.append(("clean accuracy (attacked subset)", metrics.get("test/subset_acc")))
-    for key in sorted(k for k in metrics if k.startswith("test/robust_acc/")):
-        rows.append((f"robust accuracy, {key.removeprefix('test/robust_acc/')}", metrics[key]))
-    rows.append(("worst case over all attacks", metrics.get("test/worst_case_acc")))
+    rows = [("clean accuracy (test split)", metrics.get(metric("test", ACC)))]
+    rows.append(("clean accuracy (attacked subset)", metrics.get(metric("test", SUBSET_ACC))))
+    for attack, value in sorted(per_attack(metrics, "test", ROBUST_ACC).items()):
+        rows.append((f"robust accuracy, {attack}", value))
+    rows.append(("worst case over all attacks", metrics.get(metric("test", WORST_CASE_ACC))))
     width = max(len(label) for label, _ in rows)
     lines = ["", "Results", "-" * (width + 10)]
     lines += [f"{label:<{width}}  {float(value):7.2%}" for label, value in rows if value is not None]

@@ -24,6 +24,16 @@ import torch
 
 from lit_robust.attacks.base import Attack
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
+from lit_robust.metrics import (
+    ACC,
+    MASKING,
+    MINIMAL_STATISTICS,
+    ROBUST_ACC,
+    SUBSET_ACC,
+    WORST_CASE_ACC,
+    metric,
+    per_attack,
+)
 
 PACKAGES = ("lit-robust", "torch", "lightning", "torchmetrics", "advertorch", "pyautoattack")
 
@@ -64,7 +74,7 @@ def eps_curves(evaluations: list[dict[str, Any]], metrics: dict[str, float]) -> 
     curves: dict[str, set[tuple[float, float]]] = defaultdict(set)
     for evaluation in evaluations:
         for attack in evaluation["attacks"]:
-            value = metrics.get(f"test/robust_acc/{attack['name']}")
+            value = metrics.get(metric("test", ROBUST_ACC, attack["name"]))
             if attack.get("eps") is not None and value is not None:
                 family = f"{attack['short_name']}_{attack['threat_model']}"
                 curves[family].add((attack["eps"], value))
@@ -78,13 +88,9 @@ def build_report(
     the ``lit-robust`` subcommand that scored it)."""
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
     evaluations = [evaluation_settings(cb) for cb in trainer.callbacks if isinstance(cb, SubsetEvaluation)]
-
-    def section(prefix: str) -> dict[str, float]:
-        return {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
-
     minimal = defaultdict(dict)
-    for statistic in ("median_l2", "median_linf", "mean_l2", "success_rate", "rho2"):
-        for attack, value in section(f"test/{statistic}/").items():
+    for statistic in MINIMAL_STATISTICS:
+        for attack, value in per_attack(metrics, "test", statistic).items():
             minimal[attack][statistic] = value
     model = trainer.lightning_module
     return {
@@ -94,13 +100,13 @@ def build_report(
         "network": type(getattr(model, "network", model)).__name__,
         "checkpoint": checkpoint,
         "checkpoint_progress": getattr(model, "checkpoint_progress", None),
-        "clean_acc": metrics.get("test/acc"),
-        "subset_clean_acc": metrics.get("test/subset_acc"),
-        "robust_acc": section("test/robust_acc/"),
-        "worst_case_acc": metrics.get("test/worst_case_acc"),
+        "clean_acc": metrics.get(metric("test", ACC)),
+        "subset_clean_acc": metrics.get(metric("test", SUBSET_ACC)),
+        "robust_acc": per_attack(metrics, "test", ROBUST_ACC),
+        "worst_case_acc": metrics.get(metric("test", WORST_CASE_ACC)),
         "eps_curves": eps_curves(evaluations, metrics),
         "minimal_perturbation": dict(minimal),
-        "masking": section("test/masking/"),
+        "masking": per_attack(metrics, "test", MASKING),
         "evaluations": evaluations,
         "seed": seed,
         "versions": {name: _version(name) for name in PACKAGES},

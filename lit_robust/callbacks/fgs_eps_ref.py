@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from lit_robust.attacks.fgsm import FGSM
 from lit_robust.callbacks.robustness_evaluation import robust_flags
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, first_dataset
+from lit_robust.metrics import ROBUST_ACC, metric
 from lit_robust.validation import check_int, check_optional_real, check_real
 
 Loaders = DataLoader | Sequence[DataLoader] | None
@@ -105,7 +106,7 @@ class FGSEpsRef(SubsetEvaluation):
         return [f"fgs_{fraction_tag(f)}_eps_ref" for f in self.fractions]
 
     def metric_names(self, stage: str) -> set[str]:
-        names = {f"{stage}/robust_acc/{name}" for name in self.names()} | {f"{stage}/fgs_eps_ref"}
+        names = {metric(stage, ROBUST_ACC, name) for name in self.names()} | {f"{stage}/fgs_eps_ref"}
         return names | ({f"{stage}/fgs_eps_50"} if self.eps_ref is None else set())
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -113,7 +114,7 @@ class FGSEpsRef(SubsetEvaluation):
         return {"clean": flags["clean"]} | {attack.name: flags[attack.name] for attack in self._attacks}
 
     def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {f"{stage}/robust_acc/{name}": values[name].mean() for name in self.names()}
+        return {metric(stage, ROBUST_ACC, name): values[name].mean() for name in self.names()}
 
     def accuracies(
         self,

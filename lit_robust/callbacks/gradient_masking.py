@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lit_robust.attacks.base import Attack, GradientMaskingWarning, ThreatModel
 from lit_robust.callbacks.robustness_evaluation import predict_labels, robust_flags
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names
+from lit_robust.metrics import MASKING, ROBUST_ACC, metric
 from lit_robust.models.modes import eval_mode, frozen_parameters
 from lit_robust.validation import check_real
 
@@ -155,13 +156,16 @@ class GradientMaskingChecks(SubsetEvaluation):
             ok = monotone and bool(curve[-1] <= self.max_final_sweep_acc)
             checks["eps_sweep_ok"] = (torch.tensor(float(ok)), not ok)
 
-        metrics = {f"{stage}/masking/{name}": value for name, (value, _) in checks.items()}
+        metrics = {metric(stage, MASKING, name): value for name, (value, _) in checks.items()}
         metrics |= {
-            f"{stage}/masking/{name}_flag": torch.tensor(float(flag)) for name, (_, flag) in checks.items()
+            metric(stage, MASKING, f"{name}_flag"): torch.tensor(float(flag))
+            for name, (_, flag) in checks.items()
         }
-        metrics[f"{stage}/masking/flags"] = torch.tensor(float(sum(flag for _, flag in checks.values())))
+        metrics[metric(stage, MASKING, "flags")] = torch.tensor(
+            float(sum(flag for _, flag in checks.values()))
+        )
         for attack in self._attacks():  # under masking/: RobustnessEvaluation may log the same attack
-            metrics[f"{stage}/masking/robust_acc/{attack.name}"] = values[attack.name].mean()
+            metrics[metric(stage, MASKING, f"{ROBUST_ACC}/{attack.name}")] = values[attack.name].mean()
         self.flagged = [f"{name} = {float(value):.4f}" for name, (value, flag) in checks.items() if flag]
         self.nothing_to_check = not bool(values["clean"].bool().any())
         return metrics

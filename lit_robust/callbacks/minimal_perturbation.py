@@ -12,9 +12,10 @@ from lit_robust.attacks.base import Attack, attacking
 from lit_robust.callbacks.robustness_evaluation import predict_labels
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names
 from lit_robust.functional.deepfool import deepfool_rho
+from lit_robust.metrics import MINIMAL_STATISTICS, metric
 from lit_robust.validation import check_int, check_optional_int, check_real
 
-STATISTICS = ("median_l2", "median_linf", "mean_l2", "success_rate", "rho2")
+STATISTICS = MINIMAL_STATISTICS
 STANDARD_DEEPFOOL_STEPS = 50  # DeepFool's usual iteration count: the plain ``deepfool_rho2`` name
 
 
@@ -137,7 +138,7 @@ class MinimalPerturbation(SubsetEvaluation):
         return [(steps, normalized) for steps in self.rho2_steps for normalized in spaces]
 
     def metric_names(self, stage: str) -> set[str]:
-        names = {f"{stage}/{statistic}/{a.name}" for statistic in STATISTICS for a in self.attacks}
+        names = {metric(stage, statistic, a.name) for statistic in STATISTICS for a in self.attacks}
         return names | {rho2_metric_name(stage, *variant) for variant in self.rho2_variants()}
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -156,11 +157,11 @@ class MinimalPerturbation(SubsetEvaluation):
         for attack in self.attacks:  # over no attacked point, median, mean and nanmean are all NaN
             l2, linf = values[f"{attack.name}/l2"], values[f"{attack.name}/linf"]
             successes = l2[l2.isfinite()]
-            metrics[f"{stage}/median_l2/{attack.name}"] = l2.median()
-            metrics[f"{stage}/median_linf/{attack.name}"] = linf.median()
-            metrics[f"{stage}/mean_l2/{attack.name}"] = successes.mean()
-            metrics[f"{stage}/success_rate/{attack.name}"] = values[f"{attack.name}/success"].mean()
-            metrics[f"{stage}/rho2/{attack.name}"] = values[f"{attack.name}/rho2"].nanmean()
+            metrics[metric(stage, "median_l2", attack.name)] = l2.median()
+            metrics[metric(stage, "median_linf", attack.name)] = linf.median()
+            metrics[metric(stage, "mean_l2", attack.name)] = successes.mean()
+            metrics[metric(stage, "success_rate", attack.name)] = values[f"{attack.name}/success"].mean()
+            metrics[metric(stage, "rho2", attack.name)] = values[f"{attack.name}/rho2"].nanmean()
         for variant in self.rho2_variants():
             metrics[rho2_metric_name(stage, *variant)] = values[rho2_metric_name("rho2", *variant)].mean()
         return metrics

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from lit_robust.attacks.base import Attack
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names, stop_if_terminated
 from lit_robust.finite import check_finite_outputs
+from lit_robust.metrics import ROBUST_ACC, SUBSET_ACC, WORST_CASE_ACC, metric
 from lit_robust.models.modes import eval_mode
 
 
@@ -65,8 +66,8 @@ def robust_flags(
 
 def metric_name(stage: str, flag_key: str) -> str:
     """``val/subset_acc``, ``val/worst_case_acc`` or ``val/robust_acc/<attack name>``."""
-    special = {"clean": "subset_acc", "worst_case": "worst_case_acc"}
-    return f"{stage}/{special.get(flag_key, f'robust_acc/{flag_key}')}"
+    special = {"clean": SUBSET_ACC, "worst_case": WORST_CASE_ACC}
+    return metric(stage, special[flag_key]) if flag_key in special else metric(stage, ROBUST_ACC, flag_key)
 
 
 class RobustnessEvaluation(SubsetEvaluation):
