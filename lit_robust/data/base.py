@@ -188,3 +188,19 @@ class ImageDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_set)
+
+    def clean_train_set(self) -> Dataset:
+        """The training split without training augmentation (calls ``setup("fit")`` if needed).
+
+        When the training and validation splits are :class:`TransformedSubset` views of one dataset (CIFAR-10,
+        ImageNet), the training indices under the validation transform; otherwise the training split itself
+        (MNIST, the MNIST sample and synthetic data have no augmentation). What a model that keeps training
+        images at inference (WNLL's templates) reads.
+        """
+        if self.train_set is None:
+            self.setup("fit")
+        train, val = self.train_set, self.val_set
+        same_data = isinstance(val, TransformedSubset) and val.dataset is getattr(train, "dataset", None)
+        if isinstance(train, TransformedSubset) and same_data:
+            return TransformedSubset(train.dataset, train.indices, val.transform)
+        return train

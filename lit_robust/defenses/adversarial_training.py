@@ -28,7 +28,7 @@ class AdversarialTraining(RobustClassifier):
     Args:
         network: the classifier (starts with ``Normalize``; inputs in [0, 1]).
         attack: the training attack; its ``eps`` is the threat model trained for (pixel units).
-        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from, input_transform: see :class:`RobustClassifier`.
     """
 
     def __init__(
@@ -39,10 +39,19 @@ class AdversarialTraining(RobustClassifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
+        input_transform: nn.Module | None = None,
     ):
         if not isinstance(attack, Attack):
             raise TypeError(f"attack must be a lit_robust Attack, got {type(attack).__name__}")
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary=attack)
+        super().__init__(
+            network,
+            num_classes,
+            optimizer,
+            lr_scheduler,
+            init_from,
+            adversary=attack,
+            input_transform=input_transform,
+        )
 
     @property
     def attack(self) -> Attack:

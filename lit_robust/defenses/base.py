@@ -69,7 +69,8 @@ Batch = tuple[Tensor, Tensor]
 
 
 class RobustClassifier(L.LightningModule):
-    """Image classifier ``f(x) = network(x)`` with inputs in [0, 1], trained on :meth:`compute_loss`::
+    """Image classifier ``f(x) = network(t(x))`` (``t``: the optional ``input_transform``) with inputs in
+    [0, 1], trained on :meth:`compute_loss`::
 
         loss = task(x', y) + sum(regularizer(x_t, y, f(x_t)).values())
         x'   = adversary(f, x, y) if an adversary is given, else x
@@ -98,6 +99,17 @@ class RobustClassifier(L.LightningModule):
         trades_beta: optional weight of TRADES' KL term, finite and >= 0 (dimensionless); needs an
             ``adversary`` that maximizes the KL divergence (``PGD(loss="kl")``). ``None``: the
             cross-entropy objective.
+        input_transform: optional module ``t`` in front of the network, images in [0, 1] to images in
+            [0, 1]: ``forward(x) = network(t(x))``, so predictions, evaluation and every attack (the
+            training ``adversary`` included) go through it, and so does the training loss where the
+            defense's :meth:`training_forward` is ``self(x)`` (the default; GFA's and Deep Defense's
+            read the network directly and train on untransformed inputs). Gradients flow through
+            ``t`` by autograd: a non-differentiable ``t`` (quantization, JPEG, a solver without
+            autograd) is made attackable by wrapping it in ``lit_robust.models.BPDA(t)`` (identity
+            backward, Athalye et al. 2018); ``TotalVariationMinimization`` has BPDA built in, and a
+            random ``t`` is attacked with EOT (``lit_robust.models.EOT``). A transform without weights
+            adds nothing to the checkpoint, so it can be put in front of a trained model at test time.
+            From the CLI: ``--model.init_args.input_transform`` with a ``class_path`` (and ``init_args``).
 
     Checkpoints made by ``lit-robust`` restore with ``Defense.load_from_checkpoint(path)``; for a
     model built in code, pass the live objects again: ``load_from_checkpoint(path, network=...)``.
@@ -112,6 +124,7 @@ class RobustClassifier(L.LightningModule):
         init_from: str | None = None,
         adversary: Attack | None = None,
         trades_beta: float | None = None,
+        input_transform: nn.Module | None = None,
     ):
         super().__init__()
         if not isinstance(network, nn.Module):
@@ -122,6 +135,11 @@ class RobustClassifier(L.LightningModule):
         if adversary is not None and not isinstance(adversary, Attack):
             raise TypeError(f"adversary must be a lit_robust Attack or None, got {type(adversary).__name__}")
         trades_beta = check_optional_real("trades_beta", trades_beta, low=0)
+        if input_transform is not None and not isinstance(input_transform, nn.Module):
+            raise TypeError(
+                f"input_transform must be a torch.nn.Module or None, got {type(input_transform).__name__} "
+                "(wrap a function t in lit_robust.models.BPDA(t))"
+            )
         if trades_beta is not None and not maximizes_kl(adversary):
             raise ValueError(
                 "trades_beta (TRADES' objective) needs an adversary that maximizes the KL divergence, "
@@ -135,6 +153,7 @@ class RobustClassifier(L.LightningModule):
         self.init_from = None if init_from is None else str(init_from)
         self.adversary = adversary
         self.trades_beta = trades_beta
+        self.input_transform = input_transform
         self._diagnostics: dict[str, Tensor] = {}
         self._weights_restored = False  # set once init_from is loaded or a checkpoint restored
         self.checkpoint_progress: dict[str, int] | None = None  # of the restored checkpoint, if any
@@ -162,8 +181,13 @@ class RobustClassifier(L.LightningModule):
 
     # ----------------------------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
-        """Logits of images ``x`` in [0, 1], shape ``(B, num_classes)``."""
-        return self.network(x)
+        """Logits ``network(t(x))`` of images ``x`` in [0, 1], shape ``(B, num_classes)``; ``t`` is the
+        ``input_transform`` (the identity when there is none)."""
+        return self.network(self.transform_inputs(x))
+
+    def transform_inputs(self, x: Tensor) -> Tensor:
+        """``input_transform(x)``, or ``x`` itself when there is no input transform."""
+        return x if self.input_transform is None else self.input_transform(x)
 
     # ------------------------------------------------------------------------- the defense's part
     def regularizer(self, x: Tensor, y: Tensor, logits: Tensor) -> dict[str, Tensor]:

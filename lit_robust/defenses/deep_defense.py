@@ -131,7 +131,7 @@ class DeepDefense(RobustClassifier):
             default True).
         adversary, trades_beta: see :class:`RobustClassifier` (the penalty is then on the adversarial
             inputs, or on the clean ones for TRADES' objective; not in the paper).
-        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from, input_transform: see :class:`RobustClassifier`.
     """
 
     def __init__(
@@ -154,8 +154,18 @@ class DeepDefense(RobustClassifier):
         init_from: str | None = None,
         adversary: Attack | None = None,
         trades_beta: float | None = None,
+        input_transform: nn.Module | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary, trades_beta)
+        super().__init__(
+            network,
+            num_classes,
+            optimizer,
+            lr_scheduler,
+            init_from,
+            adversary,
+            trades_beta,
+            input_transform=input_transform,
+        )
         self.lam = check_real("lam", lam, 0)
         self.c = check_real("c", c, 0, low_open=True)
         self.d = check_real("d", d, 0, low_open=True)

@@ -52,7 +52,7 @@ class FlowGradientRegularization(RobustClassifier):
             attack works (``PGD``: FGR on top of PGD-AT); see :class:`RobustClassifier`.
         trades_beta: TRADES' objective (with a KL ``adversary``); the random start and ``R`` are then
             at the clean inputs, where TRADES' cross-entropy is.
-        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from, input_transform: see :class:`RobustClassifier`.
 
     Logs ``train/ce`` (``train/adv_ce`` with an adversary), ``train/flow_grad_reg`` (``lam R``, as it
     enters the loss), ``train/flow_grad_penalty`` (``R`` in the active convention) and both
@@ -71,8 +71,18 @@ class FlowGradientRegularization(RobustClassifier):
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
         trades_beta: float | None = None,
+        input_transform: nn.Module | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary, trades_beta)
+        super().__init__(
+            network,
+            num_classes,
+            optimizer,
+            lr_scheduler,
+            init_from,
+            adversary,
+            trades_beta,
+            input_transform=input_transform,
+        )
         self.lam = check_real("lam", lam, 0)
         self.convention = check_choice("convention", convention, CONVENTIONS)
         self.rs_sigma_px = check_real("rs_sigma_px", rs_sigma_px, 0)

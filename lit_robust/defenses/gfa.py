@@ -70,7 +70,7 @@ class GFA(RobustClassifier):
         adversary, trades_beta: see :class:`RobustClassifier`: GFA on top of adversarial training (the
             alignment is then measured at the adversarial inputs, from the same forward as the task
             loss) or of TRADES (at the clean inputs). The comparison the GFA paper makes is with AT.
-        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from, input_transform: see :class:`RobustClassifier`.
 
     Logs ``train/loss``, ``train/ce`` (or ``train/mse``; ``adv_`` first with an adversary),
     ``train/gfa_reg`` (``lam R_GFA``, as it enters the loss), ``train/gfa_penalty`` (``R_GFA``),
@@ -100,8 +100,18 @@ class GFA(RobustClassifier):
         init_from: str | None = None,
         adversary: Attack | None = None,
         trades_beta: float | None = None,
+        input_transform: nn.Module | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary, trades_beta)
+        super().__init__(
+            network,
+            num_classes,
+            optimizer,
+            lr_scheduler,
+            init_from,
+            adversary,
+            trades_beta,
+            input_transform=input_transform,
+        )
         lam = check_real("lam", lam, 0)
         penalty = check_choice("penalty", penalty, PENALTIES)
         task_loss = check_choice("task_loss", task_loss, TASK_LOSSES)

@@ -41,7 +41,7 @@ class InputGradientRegularization(RobustClassifier):
             controlled comparison). Default 0 (off); whether the paper used it is **unknown**.
         adversary, trades_beta: see :class:`RobustClassifier` (double backpropagation on top of
             adversarial training or TRADES).
-        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from, input_transform: see :class:`RobustClassifier`.
     """
 
     def __init__(
@@ -56,8 +56,18 @@ class InputGradientRegularization(RobustClassifier):
         init_from: str | None = None,
         adversary: Attack | None = None,
         trades_beta: float | None = None,
+        input_transform: nn.Module | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary, trades_beta)
+        super().__init__(
+            network,
+            num_classes,
+            optimizer,
+            lr_scheduler,
+            init_from,
+            adversary,
+            trades_beta,
+            input_transform=input_transform,
+        )
         self.lam = check_real("lam", lam, 0)
         self.norm = check_choice("norm", norm, NORMS)
         self.rs_sigma_px = check_real("rs_sigma_px", rs_sigma_px, 0)

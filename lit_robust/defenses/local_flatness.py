@@ -86,7 +86,7 @@ class LocalFlatnessRegularization(RobustClassifier):
         adversary, trades_beta: see :class:`RobustClassifier`: local flatness on top of adversarial
             training (the ball is then around the adversarial inputs) or of TRADES (around the clean
             ones). Not in the paper.
-        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from, input_transform: see :class:`RobustClassifier`.
 
     Unknowns: the paper's text and tables were not retrieved. Everything above is the official code
     (``p="inf"``, ``q=1``, N(0, 0.001²) start, train-mode penalty, no adversarial training mixed in);
@@ -117,8 +117,18 @@ class LocalFlatnessRegularization(RobustClassifier):
         init_from: str | None = None,
         adversary: Attack | None = None,
         trades_beta: float | None = None,
+        input_transform: nn.Module | None = None,
     ):
-        super().__init__(network, num_classes, optimizer, lr_scheduler, init_from, adversary, trades_beta)
+        super().__init__(
+            network,
+            num_classes,
+            optimizer,
+            lr_scheduler,
+            init_from,
+            adversary,
+            trades_beta,
+            input_transform=input_transform,
+        )
         eps, alpha, steps, p, q, init_std = check_inner_maximization(eps, alpha, steps, str(p), q, init_std)
         self.eps, self.alpha, self.steps, self.lam = eps, alpha, steps, check_real("lam", lam, 0)
         self.p, self.q, self.init_std = p, q, init_std

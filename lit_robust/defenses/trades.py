@@ -28,7 +28,7 @@ class TRADES(RobustClassifier):
         attack: the inner maximization, an attack with ``loss="kl"``.
         beta: weight of the robustness term, dimensionless, finite and >= 0 (official: 1.0 on MNIST,
             6.0 on CIFAR-10); 0 trains on the clean cross-entropy only.
-        num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier`.
+        num_classes, optimizer, lr_scheduler, init_from, input_transform: see :class:`RobustClassifier`.
 
     Logs ``train/ce`` (clean cross-entropy) and ``train/kl`` (unweighted).
     """
@@ -42,12 +42,20 @@ class TRADES(RobustClassifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         init_from: str | None = None,
+        input_transform: nn.Module | None = None,
     ):
         if not isinstance(attack, Attack):
             raise TypeError(f"attack must be a lit_robust Attack, got {type(attack).__name__}")
         beta = check_real("beta", beta, 0)
         super().__init__(
-            network, num_classes, optimizer, lr_scheduler, init_from, adversary=attack, trades_beta=beta
+            network,
+            num_classes,
+            optimizer,
+            lr_scheduler,
+            init_from,
+            adversary=attack,
+            trades_beta=beta,
+            input_transform=input_transform,
         )
 
     @property

@@ -13,6 +13,7 @@ from lit_robust.models.torchvision_model import TorchvisionModel, disable_inplac
 from lit_robust.models.transforms import EOT, TotalVariationMinimization
 from lit_robust.models.vgg import VGG, VGG11, VGG13, VGG16, VGG19
 from lit_robust.models.wide_resnet import WideResNet
+from lit_robust.models.wnll_network import TemplateBank, WNLLNetwork
 
 __all__ = [
     "EOT",
@@ -35,6 +36,8 @@ __all__ = [
     "SmallCNN",
     "Taps",
     "TorchvisionModel",
+    "TemplateBank",
     "WideResNet",
+    "WNLLNetwork",
     "disable_inplace",
 ]

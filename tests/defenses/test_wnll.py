@@ -1,6 +1,7 @@
-"""The WNLL defense (``lit_robust.defenses.wnll``): the stage schedule and what each stage may change, the
-straight-through stage-B gradient, chunked transductive inference, the attackable gradient views, checkpoint
-round trips, the CLI, and, end to end on the MNIST sample, WNLL vs softmax accuracy and the adaptive suite."""
+"""The WNLL defense (``lit_robust.defenses.wnll``): the stage schedule and what each stage may change (and its
+state across a resume), the straight-through stage-B gradient, the template bank, chunked transductive
+inference, the attackable gradient views, checkpoint round trips, the CLI, and, end to end on the MNIST
+sample, WNLL vs softmax accuracy and the adaptive suite."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from lit_robust.attacks.square import Square
 from lit_robust.callbacks.robustness_evaluation import robust_flags
 from lit_robust.cli import main
 from lit_robust.data import MNISTSampleDataModule
-from lit_robust.data.base import TransformedSubset
+from lit_robust.data.base import ImageDataModule, TransformedSubset
 from lit_robust.defenses.wnll import WNLL, WNLLClassifier
 from lit_robust.functional.wnll import wnll_scores
-from lit_robust.models import Normalize
+from lit_robust.models import Normalize, ResNet20, TemplateBank, WNLLNetwork
 from lit_robust.models.small_cnn import SmallCNN
 from tests.conftest import CONFIGS, NUM_CLASSES, quick_trainer, tiny_data
 
@@ -37,23 +38,29 @@ def tiny_backbone(seed: int = 0) -> nn.Module:
     )  # fmt: skip
 
 
+def tiny_network(seed: int = 0) -> WNLLNetwork:
+    """The tiny backbone + one buffer block + head, all initialized from ``seed``."""
+    return WNLLNetwork(tiny_backbone(seed), FEATURES, NUM_CLASSES)
+
+
 def tiny_wnll(seed: int = 0, **overrides) -> WNLL:
     kwargs = dict(
-        feature_dim=FEATURES, num_classes=NUM_CLASSES, k=5, k_sigma=3, num_templates=32, stage_b_templates=16,
+        num_classes=NUM_CLASSES, k=5, k_sigma=3, num_templates=32, stage_b_templates=16,
         template_chunks=2, val_template_chunks=None, query_batch_size=16,
     )  # fmt: skip
     kwargs.update(overrides)
-    return WNLL(tiny_backbone(seed), **kwargs)
+    return WNLL(tiny_network(seed), **kwargs)
 
 
 # ---------------------------------------------------------------------------------- schedule
 def test_stage_schedule_alternates_at_epoch_boundaries():
-    model = tiny_wnll(stage_a_epochs=2, stage_b_epochs=1, cycles=2)
-    assert [model.stage_at(e) for e in range(8)] == ["softmax"] * 2 + ["wnll"] + ["softmax"] * 2 + [
+    schedule = tiny_wnll(stage_a_epochs=2, stage_b_epochs=1, cycles=2).schedule
+    assert [schedule.stage_at(e) for e in range(8)] == ["softmax"] * 2 + ["wnll"] + ["softmax"] * 2 + [
         "wnll"
     ] * 3
-    assert {tiny_wnll(stage_a_epochs=0).stage_at(e) for e in range(3)} == {"wnll"}
-    assert {tiny_wnll(stage_b_epochs=0).stage_at(e) for e in range(3)} == {"softmax"}
+    assert [schedule.round_at(e) for e in range(8)] == [1, 1, 1, 2, 2, 2, 2, 2]
+    assert {tiny_wnll(stage_a_epochs=0).schedule.stage_at(e) for e in range(3)} == {"wnll"}
+    assert {tiny_wnll(stage_b_epochs=0).schedule.stage_at(e) for e in range(3)} == {"softmax"}
 
 
 @pytest.mark.parametrize(
@@ -61,6 +68,7 @@ def test_stage_schedule_alternates_at_epoch_boundaries():
     [
         dict(stage_a_epochs=0, stage_b_epochs=0), dict(cycles=0), dict(k_sigma=1), dict(loss_rows="some"),
         dict(grad_mode="numeric"), dict(val_template_chunks=3), dict(solve_dtype="float16"), dict(mu=-1.0),
+        dict(feature_dim=FEATURES + 1),  # disagrees with the WNLLNetwork's
     ],
 )  # fmt: skip
 def test_bad_arguments_are_clear_errors(overrides):
@@ -116,6 +124,44 @@ def test_stage_b_learning_rate_per_round_and_restored_for_stage_a(tmp_path):
         model, tiny_data()
     )
     assert seen == pytest.approx([0.1, 0.05, 0.1, 0.025])
+
+
+class EpochLearningRates(L.Callback):
+    """The first parameter group's learning rate at each epoch's first training batch."""
+
+    def __init__(self):
+        self.seen: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_resuming_inside_stage_b_keeps_stage_b_rates_and_restores_stage_a_rates(tmp_path):
+    """Rounds of 1 stage-A and 2 stage-B epochs; a run stopped after the first stage-B epoch and resumed from
+    its checkpoint sees the rates the uninterrupted run saw (stage B at 0.05, then stage A back at 0.1)."""
+
+    def run(max_epochs: int, folder: str, ckpt_path: str | None = None) -> tuple[list[float], L.Trainer]:
+        rates = EpochLearningRates()
+        model = tiny_wnll(
+            stage_a_epochs=1, stage_b_epochs=2, cycles=2, stage_b_lr=0.05,
+            optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+        )  # fmt: skip
+        trainer = quick_trainer(
+            tmp_path / folder, max_epochs=max_epochs, limit_val_batches=0, limit_train_batches=2,
+            callbacks=[rates], enable_checkpointing=True,
+        )  # fmt: skip
+        trainer.fit(model, tiny_data(), ckpt_path=ckpt_path)
+        return rates.seen, trainer
+
+    straight, _ = run(5, "straight")
+    assert straight == pytest.approx([0.1, 0.05, 0.05, 0.1, 0.025])
+    first, trainer = run(2, "interrupted")
+    assert first == pytest.approx(straight[:2])
+    checkpoint = trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
+    assert torch.load(checkpoint, weights_only=True)["wnll_schedule"] == {"stage_a_lrs": [0.1]}
+    resumed, _ = run(5, "resumed", ckpt_path=checkpoint)
+    assert resumed == pytest.approx(straight[2:])
 
 
 def test_stage_b_loss_is_the_straight_through_wnll_cross_entropy():
@@ -249,7 +295,7 @@ def test_checkpoint_round_trip_predicts_identically(tmp_path):
     model.eval()
     with torch.no_grad():
         expected = model(queries)
-    restored = WNLL.load_from_checkpoint(path, backbone=tiny_backbone(seed=9))
+    restored = WNLL.load_from_checkpoint(path, network=tiny_network(seed=9))
     assert restored.template_seed == 3 and restored.num_templates == 32 and restored.graph["k"] == 5
     restored.load_templates(data)  # the same templates, re-drawn from the seed
     restored.eval()
@@ -259,24 +305,77 @@ def test_checkpoint_round_trip_predicts_identically(tmp_path):
     assert torch.equal(predicted, expected.argmax(dim=1))
 
 
-def test_templates_are_seeded_and_skip_training_augmentation():
+def test_template_bank_is_seeded_and_reads_items_under_its_own_seed():
+    images, labels = torch.rand(40, 1, 12, 12), torch.arange(40) % NUM_CLASSES
+    noisy = TransformedSubset(
+        TensorDataset(images, labels), range(40), lambda image: image + torch.rand_like(image)
+    )
+    first, second = TemplateBank(noisy, 12, seed=5), TemplateBank(noisy, 12, seed=5)
+    chosen = torch.randperm(40, generator=torch.Generator().manual_seed(5))[:12]
+    assert torch.equal(first.labels, labels[chosen]) and torch.equal(second.images, first.images)
+    assert not torch.equal(TemplateBank(noisy, 12, seed=6).labels, first.labels)
+    state = torch.random.get_rng_state()
+    TemplateBank(noisy, 12, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's stream is untouched
+    assert len(TemplateBank(noisy, 100, seed=0)) == 40  # capped at the dataset
+    draw = first.draw(5, step=7)
+    assert torch.equal(draw[0], first.draw(5, step=7)[0]) and not torch.equal(
+        draw[0], first.draw(5, step=8)[0]
+    )
+
+
+def test_templates_come_from_the_clean_train_split_of_the_datamodule():
     images, labels = torch.rand(40, 1, 12, 12), torch.arange(40) % NUM_CLASSES
     base = TensorDataset(images, labels)
 
-    class Data:
-        train_set = TransformedSubset(
-            base, range(30), lambda image: image + torch.rand_like(image)
-        )  # "augmented"
-        val_set = TransformedSubset(base, range(30, 40), lambda image: image)
+    class Augmented(ImageDataModule):
+        def setup(self, stage: str | None = None) -> None:
+            self.train_set = TransformedSubset(base, range(30), lambda image: image + torch.rand_like(image))
+            self.val_set = TransformedSubset(base, range(30, 40), lambda image: image)
 
-    first, second = tiny_wnll(num_templates=12), tiny_wnll(num_templates=12)
-    first.load_templates(Data())
-    second.load_templates(Data())
+    model = tiny_wnll(num_templates=12)
+    model.load_templates(Augmented())  # set up on demand
     chosen = torch.randperm(30, generator=torch.Generator().manual_seed(0))[:12]
-    assert torch.equal(first._template_images, images[chosen]) and torch.equal(
-        first._template_labels, labels[chosen]
+    assert torch.equal(model.templates.images, images[chosen])  # the validation transform: no augmentation
+    assert torch.equal(model.templates.labels, labels[chosen])
+    dataset_model = tiny_wnll(num_templates=12)
+    dataset_model.load_templates(
+        TransformedSubset(base, range(30), lambda image: image)
+    )  # a Dataset works too
+    assert torch.equal(dataset_model.templates.images, model.templates.images)
+
+
+def test_evaluation_logs_the_wnll_forward_and_the_softmax_head(tmp_path):
+    """``test/acc`` is the accuracy of ``forward`` (the WNLL head); ``test/acc_softmax`` the linear head's."""
+    data = tiny_data()
+    model = tiny_wnll(stage_b_epochs=0)
+    trainer = quick_trainer(tmp_path, max_epochs=1)
+    trainer.fit(model, data)
+    metrics = trainer.test(model, data, verbose=False)[0]
+    x, y = data.test_set.tensors
+    model.eval()
+    with torch.no_grad():
+        wnll = (model(x).argmax(dim=1) == y).float().mean().item()
+        softmax = (model.network(x).argmax(dim=1) == y).float().mean().item()
+    assert metrics["test/acc"] == pytest.approx(wnll) and metrics["test/acc_softmax"] == pytest.approx(
+        softmax
     )
-    assert torch.equal(second._template_images, first._template_images)
+    assert 0 <= metrics["test/wnll_isolated"] <= 1
+
+
+def test_the_network_is_a_wnll_network_or_a_backbone_wrapped_in_one():
+    assert WNLLNetwork(SmallCNN()).feature_dim == 200 and WNLLNetwork(ResNet20()).feature_dim == 64
+    assert WNLLNetwork(nn.Sequential(nn.Flatten(), nn.Linear(9, 7))).feature_dim == 7  # used whole
+    with pytest.raises(ValueError, match="feature_dim"):
+        WNLLNetwork(nn.Flatten())
+    wrapped = WNLL(tiny_backbone(), num_classes=NUM_CLASSES)
+    assert isinstance(wrapped.network, WNLLNetwork) and wrapped.network.feature_dim == FEATURES
+    assert wrapped.network.head.out_features == NUM_CLASSES
+    with pytest.warns(DeprecationWarning, match="backbone"):
+        old = WNLL(backbone=tiny_backbone(), feature_dim=FEATURES, num_classes=NUM_CLASSES)
+    assert old.network.state_dict().keys() == wrapped.network.state_dict().keys()
+    with pytest.raises(ValueError, match="not both"):
+        WNLL(tiny_backbone(), backbone=tiny_backbone())
 
 
 def test_predicting_without_templates_is_a_clear_error():

@@ -241,6 +241,23 @@ def test_bpda_gradient_is_the_network_gradient_at_the_transformed_input():
     assert torch.equal(x_none.grad, torch.zeros_like(x))
 
 
+def test_as_a_defense_input_transform_forward_and_gradient_are_the_networks_at_tvm_x():
+    """``RobustClassifier(network, input_transform=TVM)``: ``forward(x) = network(TVM(x))`` (same masks by
+    seed), its input gradient is BPDA's (the network's at ``TVM(x)``), and the checkpoint gains no key."""
+    from lit_robust.defenses import StandardTraining
+
+    network = tiny_cnn().eval()
+    model = StandardTraining(
+        network, input_transform=TotalVariationMinimization(seed=2, iterations=20)
+    ).eval()
+    x = torch.rand(4, 1, 12, 12).requires_grad_(True)
+    model(x).logsumexp(1).sum().backward()
+    z = TotalVariationMinimization(seed=2, iterations=20)(x.detach()).requires_grad_(True)
+    network(z).logsumexp(1).sum().backward()
+    torch.testing.assert_close(x.grad, z.grad, rtol=0, atol=0)
+    assert model.state_dict().keys() == StandardTraining(tiny_cnn()).state_dict().keys()
+
+
 def test_training_mode_transforms_a_share_of_the_images():
     x = torch.rand(64, 1, 8, 8)
     assert TotalVariationMinimization(seed=0, iterations=10, train_probability=0.0).train()(x) is x
