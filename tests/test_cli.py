@@ -13,7 +13,7 @@ from jsonargparse import Namespace
 from lit_robust.cli import LitRobustCLI, data_facts, fill_network_arguments, main
 from lit_robust.data import SyntheticDataModule
 from lit_robust.defenses import AdversarialTraining, StandardTraining
-from tests.conftest import CONFIGS, config_args, logged_scalars
+from tests.helpers import CONFIGS, config_args, logged_scalars
 
 COMPLETE = [CONFIGS / "quickstart.yaml", *sorted((CONFIGS / "experiments").glob("*.yaml"))]
 GROUPS = sorted(

@@ -25,7 +25,7 @@ import torch
 from lit_robust.cli import LitRobustCLI, main
 from lit_robust.models import Normalize
 from lit_robust.models.normalize import InputSpec
-from tests.conftest import CONFIGS, config_args
+from tests.helpers import CONFIGS, config_args
 
 SHAPES = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 MODELS = sorted(path.stem for path in (CONFIGS / "model").glob("*.yaml"))

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from lit_robust.attacks.base import Attack, ThreatModel
 from lit_robust.cli import SIGTERM_EXIT_CODE, main
 from lit_robust.report import write_atomic
-from tests.conftest import CONFIGS, config_args
+from tests.helpers import CONFIGS, config_args
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = [*config_args(CONFIGS / "data" / "synthetic.yaml", CONFIGS / "model" / "standard.yaml")]

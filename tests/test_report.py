@@ -6,7 +6,7 @@ import json
 
 from lit_robust.attacks import PGD, Transfer
 from lit_robust.report import attack_settings, eps_curves, progress_text
-from tests.conftest import tiny_cnn
+from tests.helpers import tiny_cnn
 
 
 def test_wrapped_attacks_report_their_threat_model_as_plain_text():

@@ -12,7 +12,7 @@ import yaml
 from lit_robust.callbacks.checkpoint import RunCheckpoint
 from lit_robust.cli import main
 from lit_robust.defenses import StandardTraining
-from tests.conftest import CONFIGS, config_args, logged_scalars, quick_trainer, tiny_cnn, tiny_data
+from tests.helpers import CONFIGS, config_args, logged_scalars, quick_trainer, tiny_cnn, tiny_data
 
 
 class WorseEachEpoch(StandardTraining):

@@ -18,7 +18,7 @@ from lit_robust.cli import main
 from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.base import load_network_state
 from lit_robust.loading import SafeCheckpointIO, UnsafeFileError, load_file
-from tests.conftest import CONFIGS, config_args, quick_trainer, tiny_cnn, tiny_data
+from tests.helpers import CONFIGS, config_args, quick_trainer, tiny_cnn, tiny_data
 
 BASE = [CONFIGS / "data" / "synthetic.yaml", CONFIGS / "model" / "standard.yaml"]
 DEBUG = [CONFIGS / "trainer" / "debug.yaml", CONFIGS / "eval" / "smoke.yaml"]

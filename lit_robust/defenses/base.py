@@ -101,9 +101,9 @@ class RobustClassifier(L.LightningModule):
             cross-entropy objective.
         input_transform: optional module ``t`` in front of the network, images in [0, 1] to images in
             [0, 1]: ``forward(x) = network(t(x))``, so predictions, evaluation and every attack (the
-            training ``adversary`` included) go through it, and so does the training loss where the
-            defense's :meth:`training_forward` is ``self(x)`` (the default; GFA's and Deep Defense's
-            read the network directly and train on untransformed inputs). Gradients flow through
+            training ``adversary`` included) go through it, and so does the training loss (every
+            :meth:`training_forward` applies it; Deep Defense's unrolled DeepFool, though, runs on the
+            network alone, without the transform). Gradients flow through
             ``t`` by autograd: a non-differentiable ``t`` (quantization, JPEG, a solver without
             autograd) is made attackable by wrapping it in ``lit_robust.models.BPDA(t)`` (identity
             backward, Athalye et al. 2018); ``TotalVariationMinimization`` has BPDA built in, and a

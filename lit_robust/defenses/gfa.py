@@ -165,8 +165,9 @@ class GFA(RobustClassifier):
 
     def training_forward(self, x: Tensor) -> Tensor:
         """The network's forward with every tapped layer input recorded (:meth:`regularizer` reads them)."""
-        with self.layer_taps.recording(x) as record:
-            logits = self.network(x)
+        inputs = self.transform_inputs(x)  # the input tap stays x: its gradient flows back through t
+        with self.layer_taps.recording(inputs) as record:
+            logits = self.network(inputs)
         self._record = record
         return logits
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from lit_robust.attacks import FGSM, PGD, Attack, Transfer, WithGradMode
-from tests.conftest import tiny_cnn
+from tests.helpers import tiny_cnn
 
 
 class GradientViews(nn.Module):

@@ -1,6 +1,6 @@
 """Cheap settings of the pyautoattack-backed attacks for the family tests (tests/attacks/cases.py).
 
-Budgets fit the tiny CNN of tests/conftest.py (4 classes, 12x12 images): large enough that every
+Budgets fit the tiny CNN of tests/helpers.py (4 classes, 12x12 images): large enough that every
 attack fools some points (APGD, FAB-T and Square return clean inputs where they fail).
 """
 

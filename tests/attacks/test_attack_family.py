@@ -36,7 +36,7 @@ from lit_robust.attacks import (
     WithGradMode,
 )
 from tests.attacks.cases import ATTACKS, GradientViews, target_for
-from tests.conftest import tiny_cnn
+from tests.helpers import tiny_cnn
 
 
 def concrete_attack_classes() -> set[type]:

@@ -24,7 +24,7 @@ from lit_robust.attacks.square import Square
 from lit_robust.models import Normalize
 from lit_robust.models.modes import frozen_parameters
 from tests.attacks.cases_autoattack import CASES
-from tests.conftest import tiny_cnn
+from tests.helpers import tiny_cnn
 
 CPU = torch.device("cpu")
 

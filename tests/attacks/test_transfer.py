@@ -9,7 +9,7 @@ import torch
 
 from lit_robust.attacks import PGD, Transfer
 from lit_robust.cli import LitRobustCLI
-from tests.conftest import config_args, tiny_cnn
+from tests.helpers import config_args, tiny_cnn
 
 
 def test_examples_come_from_the_source(trained_tiny):

@@ -12,7 +12,7 @@ from lit_robust.attacks import FGSM
 from lit_robust.callbacks import AdversarialExamples
 from lit_robust.callbacks.adversarial_examples import example_grid
 from lit_robust.defenses import StandardTraining
-from tests.conftest import NUM_CLASSES, tiny_data
+from tests.helpers import NUM_CLASSES, tiny_data
 
 
 def test_grid_is_logged_in_validate_and_test(tmp_path, trained_tiny):

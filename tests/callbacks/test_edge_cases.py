@@ -28,7 +28,7 @@ from lit_robust.callbacks import (
     RobustnessEvaluation,
 )
 from lit_robust.defenses import StandardTraining
-from tests.conftest import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
+from tests.helpers import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
 
 WRONG, ONE, BROKEN = "wrong_everywhere", "one_sample", "always_broken"
 STAGE = {WRONG: "val", ONE: "test", BROKEN: "test"}  # one code path: the scenarios share the stages out

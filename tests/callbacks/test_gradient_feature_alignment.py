@@ -12,7 +12,7 @@ from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.gfa import GFA
 from lit_robust.functional.alignment import per_sample_cosine
 from lit_robust.models.taps import Taps
-from tests.conftest import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
+from tests.helpers import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
 
 
 def trainer(tmp_path, callback, **kwargs) -> L.Trainer:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lit_robust.attacks import FGSM, PGD, GradientMaskingWarning, Transfer
 from lit_robust.callbacks import GradientMaskingChecks
 from lit_robust.defenses import StandardTraining
-from tests.conftest import NUM_CLASSES, tiny_data
+from tests.helpers import NUM_CLASSES, tiny_data
 
 
 class _KillGradient(torch.autograd.Function):

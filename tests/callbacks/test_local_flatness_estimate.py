@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lit_robust.callbacks.local_flatness import LocalFlatness
 from lit_robust.defenses import LocalFlatnessRegularization, StandardTraining
-from tests.conftest import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
+from tests.helpers import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
 
 
 def trainer(tmp_path, callback, **kwargs) -> L.Trainer:

@@ -13,7 +13,7 @@ from lit_robust.attacks import PGD, Attack, ThreatModel
 from lit_robust.callbacks import MinimalPerturbation
 from lit_robust.defenses import StandardTraining
 from tests.callbacks.test_robustness_evaluation import PixelClassifier, pixel_batch
-from tests.conftest import NUM_CLASSES, tiny_data
+from tests.helpers import NUM_CLASSES, tiny_data
 
 
 class NudgeGroup(Attack):

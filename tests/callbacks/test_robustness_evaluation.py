@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from lit_robust.attacks import FGSM, PGD, Attack, ThreatModel
 from lit_robust.callbacks import RobustnessEvaluation, robust_flags, seeded_subset
 from lit_robust.defenses import StandardTraining
-from tests.conftest import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
+from tests.helpers import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
 
 
 class PixelClassifier(nn.Module):

@@ -21,7 +21,7 @@ from lit_robust.defenses.base import load_network_state
 from lit_robust.defenses.deep_defense import DeepDefense, deep_defense_penalty
 from lit_robust.defenses.standard import StandardTraining
 from lit_robust.models.lenet import LeNet
-from tests.conftest import (
+from tests.helpers import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
     config_args,

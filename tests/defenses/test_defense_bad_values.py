@@ -25,7 +25,7 @@ from lit_robust.defenses import (
     StandardTraining,
 )
 from tests.bad_values import cases, check_refused, unknown_allowances
-from tests.conftest import NUM_CLASSES, tiny_cnn
+from tests.helpers import NUM_CLASSES, tiny_cnn
 
 # the arguments each defense needs besides its network; nothing here is under test
 REQUIRED: dict[type, dict[str, Any]] = {

@@ -24,7 +24,7 @@ from lit_robust.defenses import (
     StandardTraining,
 )
 from lit_robust.defenses.wnll import WNLLNetwork
-from tests.conftest import (
+from tests.helpers import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
     quick_trainer,

@@ -14,7 +14,7 @@ from lit_robust.callbacks.checkpoint import RunCheckpoint
 from lit_robust.cli import main
 from lit_robust.defenses import StandardTraining
 from lit_robust.finite import NonFiniteError
-from tests.conftest import CONFIGS, config_args, quick_trainer, tiny_cnn, tiny_data
+from tests.helpers import CONFIGS, config_args, quick_trainer, tiny_cnn, tiny_data
 
 
 class InfiniteAtStep(StandardTraining):

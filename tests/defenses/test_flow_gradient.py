@@ -11,7 +11,7 @@ from lit_robust.attacks import FlowPGD
 from lit_robust.cli import main
 from lit_robust.defenses.flow_gradient import FlowGradientRegularization
 from lit_robust.functional.flow_gradient import flow_gradient_by_warp, random_deformation
-from tests.conftest import (
+from tests.helpers import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
     assert_same_step_as_standard_training,

@@ -17,7 +17,7 @@ from lit_robust.defenses.gfa import GFA
 from lit_robust.functional.alignment import alignment_penalty, per_sample_cosine
 from lit_robust.models import Normalize, SmallCNN
 from lit_robust.models.taps import Taps
-from tests.conftest import (
+from tests.helpers import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
     config_args,

@@ -9,7 +9,7 @@ from torch import nn
 
 from lit_robust.cli import main
 from lit_robust.defenses.input_gradient import InputGradientRegularization
-from tests.conftest import (
+from tests.helpers import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
     assert_same_step_as_standard_training,

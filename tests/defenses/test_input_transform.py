@@ -14,7 +14,7 @@ from lit_robust.cli import LitRobustCLI
 from lit_robust.defenses import GFA, StandardTraining
 from lit_robust.models import BPDA
 from lit_robust.models.transforms import TotalVariationMinimization
-from tests.conftest import CONFIGS, NUM_CLASSES, config_args, quick_trainer, tiny_cnn, tiny_data
+from tests.helpers import CONFIGS, NUM_CLASSES, config_args, quick_trainer, tiny_cnn, tiny_data
 
 MODELS = sorted(path.stem for path in (CONFIGS / "model").glob("*.yaml"))
 
@@ -125,3 +125,14 @@ def test_forward_of_a_cli_built_defense_uses_the_transform(cls):
         nn.init.normal_(model.network.classifier[-1].weight)  # SmallCNN's head may start at zero
         assert torch.equal(model(x), model.network(x.flip(-1)))
         assert not torch.equal(model(x), model.network(x))
+
+
+def test_gfa_trains_on_the_transformed_inputs_and_aligns_at_the_raw_ones():
+    halve = BPDA(lambda v: v / 2)  # a transform the network must see; identity backward
+    network = tiny_cnn().eval()
+    x, y = next(iter(tiny_data().train_dataloader()))
+    with_transform = GFA(network, num_classes=NUM_CLASSES, input_transform=halve).compute_loss(x, y)
+    without = GFA(network, num_classes=NUM_CLASSES).compute_loss(x / 2, y)
+    torch.testing.assert_close(with_transform["ce"], without["ce"])  # the task loss at t(x)
+    for name in ("gfa_abs_cos/input", "gfa_reg"):
+        assert torch.isfinite(with_transform[name]), name

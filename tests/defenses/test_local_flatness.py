@@ -17,7 +17,7 @@ from lit_robust.defenses.local_flatness import LocalFlatnessRegularization
 from lit_robust.functional.input_gradient import cross_entropy_gradient_norms
 from lit_robust.functional.local_flatness import GRADIENT_NORMS, maximize_gradient_norm
 from lit_robust.models import Normalize
-from tests.conftest import (
+from tests.helpers import (
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,
     assert_same_step_as_standard_training,

@@ -18,7 +18,7 @@ from lit_robust.defenses import (
     LocalFlatnessRegularization,
     StandardTraining,
 )
-from tests.conftest import (
+from tests.helpers import (
     CONFIGS,
     NUM_CLASSES,
     assert_every_parameter_has_a_gradient,

@@ -1,9 +1,11 @@
 """The papers' robustness claims, checked in a small budget on the embedded MNIST sample.
 
 Each defense is trained exactly as ``benchmarks/short_run_robustness.py`` trains it (SmallCNN,
-2 epochs of batch 64, Adam, seed 0) next to ``StandardTraining`` with the same budget, and attacked
-on the same 334 test digits. Margins are several standard errors of a 334-sample accuracy (about
-0.025), below the gaps that benchmark measures (``benchmarks/results/short_run_robustness_cpu.md``).
+2 epochs of batch 64, Adam, seed 0; the recipe's copy in ``tests/helpers.py``, which
+``test_the_recipe_is_the_benchmarks`` compares with the benchmark's source) next to ``StandardTraining``
+with the same budget, and attacked on the same 334 test digits. Margins are several standard errors of a
+334-sample accuracy (about 0.025), below the gaps that benchmark measures
+(``benchmarks/results/short_run_robustness_cpu.md``).
 
 Flow-gradient regularization is not here any more: its gain under flow-PGD at 0.5 px depends on the
 batch order in this budget (+6.9 points with the fixed order every epoch that the DataModules used to
@@ -20,19 +22,54 @@ benchmark). That the regularizer raises the alignment it optimizes is tested in
 
 from __future__ import annotations
 
+import ast
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks.short_run_robustness import evaluate, train
+import tests.helpers
 from lit_robust.data import MNISTSampleDataModule
+from tests.helpers import CONFIGURATIONS, evaluate, train
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "short_run_robustness.py"
 
 # configuration -> (the paper's threat model: the attack's metric name, required gain over standard)
 CLAIMS = {
     "input_gradient_lam10": ("pgd_linf_0.2", 0.08),  # Ross & Doshi-Velez: robustness to gradient attacks
     "local_flatness_k5": ("pgd_linf_0.2", 0.08),  # Xu et al.: Linf robustness, PGD in their evaluation
 }
+
+
+def top_level_definitions(path: Path) -> dict[str, ast.AST]:
+    """The module's top-level functions and assignments by name, parsed (never imported)."""
+    definitions: dict[str, ast.AST] = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            definitions[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            definitions.update({t.id: node.value for t in targets if isinstance(t, ast.Name)})
+    return definitions
+
+
+def configuration_entries(table: ast.AST) -> dict[str, str]:
+    """A ``CONFIGURATIONS = {...}`` literal as name -> source of its (factory, optimizer, network) entry."""
+    assert isinstance(table, ast.Dict)
+    pairs = zip(table.keys, table.values, strict=True)
+    return {ast.literal_eval(key): ast.unparse(value) for key, value in pairs}
+
+
+def test_the_recipe_is_the_benchmarks():
+    """``tests.helpers`` copies the benchmark's recipe (tests never import ``benchmarks/``): the same
+    training and evaluation code, attacks, optimizer, SmallCNN statistics and claimed configurations."""
+    ours, theirs = top_level_definitions(Path(tests.helpers.__file__)), top_level_definitions(BENCHMARK)
+    for name in ("MNIST", "adam", "ATTACKS", "train", "evaluate"):
+        assert ast.dump(ours[name]) == ast.dump(theirs[name]), name
+    our_entries, their_entries = (configuration_entries(t["CONFIGURATIONS"]) for t in (ours, theirs))
+    assert set(CLAIMS) | {"standard"} == set(our_entries) == set(CONFIGURATIONS)
+    assert {name: their_entries.get(name) for name in our_entries} == our_entries
 
 
 @pytest.fixture(scope="module", autouse=True)

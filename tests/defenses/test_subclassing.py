@@ -9,7 +9,7 @@ import torch
 from lit_robust.attacks import PGD
 from lit_robust.defenses import StandardTraining
 from lit_robust.validation import check_real
-from tests.conftest import NUM_CLASSES, tiny_cnn, tiny_data
+from tests.helpers import NUM_CLASSES, tiny_cnn, tiny_data
 
 
 class LogitPenalty(StandardTraining):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from lit_robust.attacks import PGD
 from lit_robust.defenses import TRADES
-from tests.conftest import tiny_cnn, tiny_data
+from tests.helpers import tiny_cnn, tiny_data
 
 
 def test_kl_is_zero_at_eps_zero_and_positive_otherwise():

@@ -24,7 +24,7 @@ from lit_robust.defenses.wnll import WNLL, WNLLClassifier
 from lit_robust.functional.wnll import wnll_scores
 from lit_robust.models import Normalize, ResNet20, TemplateBank, WNLLNetwork
 from lit_robust.models.small_cnn import SmallCNN
-from tests.conftest import CONFIGS, NUM_CLASSES, quick_trainer, tiny_data
+from tests.helpers import CONFIGS, NUM_CLASSES, quick_trainer, tiny_data
 
 FEATURES = 16
 

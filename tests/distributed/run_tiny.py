@@ -23,7 +23,7 @@ from lit_robust.attacks import FGSM, PGD, DeepFool
 from lit_robust.callbacks import GradientFeatureAlignment, MinimalPerturbation, RobustnessEvaluation
 from lit_robust.data import SyntheticDataModule
 from lit_robust.defenses import StandardTraining
-from tests.conftest import NUM_CLASSES, SHAPE, tiny_cnn
+from tests.helpers import NUM_CLASSES, SHAPE, tiny_cnn
 
 
 def callbacks() -> list[L.Callback]:

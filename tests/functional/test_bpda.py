@@ -6,7 +6,7 @@ import torch
 
 from lit_robust.functional.bpda import straight_through
 from lit_robust.models.bpda import BPDA
-from tests.conftest import tiny_cnn
+from tests.helpers import tiny_cnn
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

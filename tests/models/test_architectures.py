@@ -14,7 +14,6 @@ import torch
 import torchvision
 from torch import nn
 
-import lit_robust.models as models
 from lit_robust.cli import DATA_FACTS
 from lit_robust.models import MLP, ConvNet, LeNet, Normalize, SmallCNN
 from lit_robust.models.normalize import InputSpec, network_statistics
@@ -24,6 +23,7 @@ from lit_robust.models.taps import Taps
 from lit_robust.models.torchvision_model import TorchvisionModel, disable_inplace
 from lit_robust.models.vgg import VGG, VGG11, VGG13, VGG16, VGG19
 from lit_robust.models.wide_resnet import WideResNet
+from tests.models.test_network_family import NETWORKS
 
 BATCH = 3
 NUM_CLASSES = 7  # not 10, so a hard-coded head size shows up
@@ -351,15 +351,7 @@ DEFAULT_STATISTICS = [
     (VGG11, CIFAR10_STATS), (VGG13, CIFAR10_STATS), (VGG16, CIFAR10_STATS), (VGG19, CIFAR10_STATS),
     (functools.partial(TorchvisionModel, "resnet18"), IMAGENET_STATS),
 ]  # fmt: skip
-NETWORK_CLASSES = [MLP, LeNet, SmallCNN, ConvNet, CifarResNet, ResNet20, ResNet56, PreActResNet,
-                   PreActResNet18, WideResNet, VGG, VGG11, VGG13, VGG16, VGG19, TorchvisionModel]  # fmt: skip
-
-
-def test_every_network_class_is_covered():
-    """Every nn.Module that lit_robust.models exports and that classifies images is in NETWORK_CLASSES."""
-    others = {"BPDA", "EOT", "Normalize", "Taps", "TotalVariationMinimization"}
-    exported = {getattr(models, name) for name in models.__all__ if name not in others}
-    assert {cls for cls in exported if isinstance(cls, type)} == set(NETWORK_CLASSES)
+NETWORK_CLASSES = list(NETWORKS)  # every exported network (test_network_family.py keeps the table complete)
 
 
 # the arguments of each network that the data fixes (beyond num_classes, mean and std)

@@ -11,7 +11,7 @@ from torch import nn
 
 from lit_robust.models import SmallCNN
 from lit_robust.models.taps import Taps
-from tests.conftest import tiny_cnn
+from tests.helpers import tiny_cnn
 
 SMALL_CNN_LAYERS = ["features.2", "features.5", "features.7", "classifier.1", "classifier.4", "classifier.6"]
 

@@ -24,7 +24,7 @@ from lit_robust.functional.total_variation import (
     tv_inpainting_objective,
 )
 from lit_robust.models.transforms import EOT, TotalVariationMinimization
-from tests.conftest import tiny_cnn
+from tests.helpers import tiny_cnn
 
 
 # ------------------------------------------------------------------------------------------ references
