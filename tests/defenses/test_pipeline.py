@@ -143,3 +143,15 @@ def test_each_regularizer_plus_adversarial_training_config_trains_on_the_sample(
     logged = logged_scalars(Path("runs/debug/version_0"))
     assert {"train/adv_ce", f"train/{COMBINATIONS[name]}", "val/worst_case_acc"} <= set(logged)
     assert all(torch.isfinite(torch.tensor(logged["train/loss"])))
+
+
+@pytest.mark.slow
+def test_wnll_on_pgd_adversarial_training_trains_on_the_sample(tmp_path, monkeypatch):
+    """The WNLL paper's robust setting: stage A is PGD-AT of the softmax network (the adversary group)."""
+    monkeypatch.chdir(tmp_path)
+    experiment = CONFIGS / "experiments" / "mnist_sample_wnll_smallcnn.yaml"
+    args = config_args(experiment, "adversary/pgd_at_mnist", "trainer/debug", "eval/smoke")
+    overrides = ["--model.init_args.adversary.init_args.steps=1", "--trainer.enable_progress_bar=false"]
+    main(["fit", *args, *overrides, "--robustness.num_samples=16", "--test_after_fit=false"])
+    logged = logged_scalars(Path("runs/debug/version_0"))
+    assert {"train/adv_ce", "val/worst_case_acc"} <= set(logged)
