@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 import lit_robust.models as models_module
 from lit_robust.functional.bpda import identity
@@ -33,9 +34,11 @@ from lit_robust.models import (
     ResNet56,
     SmallCNN,
     Taps,
+    TemplateBank,
     TorchvisionModel,
     TotalVariationMinimization,
     WideResNet,
+    WNLLNetwork,
 )
 from tests.bad_values import cases, check_refused, unknown_allowances
 
@@ -62,6 +65,8 @@ REQUIRED: dict[type, dict[str, Any]] = {
     TorchvisionModel: {"name": "resnet18"},
     TotalVariationMinimization: {},
     WideResNet: {"depth": 10, "widen_factor": 1},
+    WNLLNetwork: {"backbone": nn.Linear(4, 3)},
+    TemplateBank: {"dataset": TensorDataset(torch.rand(6, 1, 2, 2), torch.arange(6) % 2), "num_templates": 4},
 }
 
 # value kind -> {"Class.parameter" or "*.parameter": why that value is meaningful}
@@ -72,6 +77,7 @@ ALLOWS: dict[str, dict[str, str]] = {
         "TotalVariationMinimization.drop_prob": "keep every pixel: TV denoising only",
         "TotalVariationMinimization.train_probability": "the identity in training (the spec's default)",
         "TotalVariationMinimization.seed": "0 is a seed like any other",
+        "TemplateBank.seed": "0 is a seed like any other (WNLL's default template seed)",
     },
 }
 
