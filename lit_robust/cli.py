@@ -3,12 +3,12 @@
 * The model is any :class:`RobustClassifier` subclass and the data any :class:`ImageDataModule`
   subclass, chosen by ``class_path`` in YAML; the CLI's class lookup is the registry.
 * ``data.num_classes`` is linked to ``model.num_classes``. The network gets the rest of what the data
-  fixes from the DataModule too: every argument of ``model.init_args.network`` (or of WNLL's
-  deprecated ``backbone``) among ``num_classes``, ``in_channels``, ``input_size``, ``input_shape``,
-  ``mean`` and ``std`` that is unset (``null``, the networks' default) is filled from the DataModule
-  before anything is built (:func:`fill_network_arguments`); a value written in YAML or on the
-  command line wins. The filled values are in the saved ``config.yaml`` and in the checkpoint's
-  hyperparameters, so ``Defense.load_from_checkpoint(path)`` rebuilds the same network.
+  fixes from the DataModule too: every argument of ``model.init_args.network`` among ``num_classes``,
+  ``in_channels``, ``input_size``, ``input_shape``, ``mean`` and ``std`` that is unset (``null``, the
+  networks' default) is filled from the DataModule before anything is built
+  (:func:`fill_network_arguments`); a value written in YAML or on the command line wins. The filled
+  values are in the saved ``config.yaml`` and in the checkpoint's hyperparameters, so
+  ``Defense.load_from_checkpoint(path)`` rebuilds the same network.
 * ``robustness:`` configures the :class:`RobustnessEvaluation` callback and ``checkpoint:`` the
   :class:`ModelCheckpoint` (best ``val/worst_case_acc``); both are always present, so config
   groups compose without overwriting each other's callback lists.
@@ -47,9 +47,9 @@ from lit_robust.loading import refusal
 from lit_robust.metrics import ACC, ROBUST_ACC, SUBSET_ACC, WORST_CASE_ACC, metric, per_attack
 from lit_robust.report import write_incomplete_report, write_report
 
-# The model arguments that hold the network (``backbone``: WNLL's deprecated name for it), and the network
-# arguments the data fixes: each one a network has and leaves unset (None) is filled from the data.
-NETWORK_SLOTS = ("network", "backbone")
+# The model arguments that hold the network, and the network arguments the data fixes: each one a network
+# has and leaves unset (None) is filled from the data.
+NETWORK_SLOTS = ("network",)
 DATA_FACTS = ("num_classes", "in_channels", "input_size", "input_shape", "mean", "std")
 
 SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
@@ -231,11 +231,11 @@ def build_datamodule(data: Namespace) -> Any:
 def fill_network_arguments(config: Namespace) -> dict[str, Any]:
     """Fill the network's unset arguments from the data, in the parsed ``config``, in place.
 
-    For each network of the model (``model.init_args.network``, or WNLL's deprecated ``backbone``),
-    every argument in :data:`DATA_FACTS` that the network has and that is ``None`` gets the DataModule's value
-    (:func:`data_facts`); values given in YAML or on the command line are kept. This runs before the
-    model is built, so the saved ``config.yaml`` and the checkpoint's hyperparameters hold the values
-    used. A network that still cannot take the data fails at setup, naming itself and the data's shape.
+    For the network of the model (``model.init_args.network``), every argument in :data:`DATA_FACTS`
+    that the network has and that is ``None`` gets the DataModule's value (:func:`data_facts`); values
+    given in YAML or on the command line are kept. This runs before the model is built, so the saved
+    ``config.yaml`` and the checkpoint's hyperparameters hold the values used. A network that still
+    cannot take the data fails at setup, naming itself and the data's shape.
 
     Returns:
         ``{"network.in_channels": 3, ...}``: what was filled (empty when nothing was unset).

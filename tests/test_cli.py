@@ -223,19 +223,21 @@ def test_a_cifar_shaped_run_restores_from_its_checkpoint_and_its_config():
 
 def test_fill_network_arguments_fills_only_what_is_unset():
     network = Namespace(
-        class_path="lit_robust.models.LeNet", init_args=Namespace(in_channels=None, mean=[0.1])
+        class_path="lit_robust.models.LeNet",
+        init_args=Namespace(in_channels=None, input_size=None, mean=[0.1], std=None),
     )
-    backbone = Namespace(
+    other = Namespace(  # not a network slot: left alone
         class_path="lit_robust.models.SmallCNN", init_args=Namespace(input_size=None, std=None)
     )
     data = Namespace(
         class_path="lit_robust.data.SyntheticDataModule",
         init_args=Namespace(input_shape=[2, 20, 20], num_classes=4),
     )
-    config = Namespace(model=Namespace(init_args=Namespace(network=network, backbone=backbone)), data=data)
+    config = Namespace(model=Namespace(init_args=Namespace(network=network, backbone=other)), data=data)
     filled = fill_network_arguments(config)
-    assert filled == {"network.in_channels": 2, "backbone.input_size": 20, "backbone.std": [0.3]}
+    assert filled == {"network.in_channels": 2, "network.input_size": 20, "network.std": [0.3]}
     assert network.init_args.mean == [0.1]  # written: kept
+    assert other.init_args.input_size is None and other.init_args.std is None
     # nothing unset: the data is not even built (this class path does not exist)
     config.data = Namespace(class_path="no.such.DataModule", init_args=Namespace())
     assert fill_network_arguments(config) == {}

@@ -2,24 +2,14 @@
 "Adversarial Defense via Data Dependent Activation Function and Total Variation Minimization", arXiv
 1809.08516 (v3: Inverse Problems & Imaging 2020, doi 10.3934/ipi.2020046); official code
 ``BaoWangMath/DNN-DataDependentActivation``. Spec: ``shared/papers/wnll_tvm.md``. The network and the
-template bank are :mod:`lit_robust.models.wnll_network`, the graph solve :mod:`lit_robust.functional.wnll`,
-the attack-side helper :class:`lit_robust.attacks.grad_mode.WithGradMode`.
-
-Network ``h = β(φ(x))`` (backbone ``φ``, buffer ``β = ReLU(Linear(d, d))``), two heads on ``h``: the linear
-head ``z = W_fc h + b_fc`` and the WNLL interpolation ``U`` against clean training templates. One ``fit``
-alternates two stages:
-
-* stage A (``"softmax"``): ``L = CE(z(x'), y)``, ``x' = adversary(softmax net, x, y)`` or ``x' = x``;
-* stage B (``"wnll"``): only the buffer trains; ``L = (1/|R|) Σ_{i∈R} CE(o_i, y_i)``,
-  ``o = z + (U - z).detach()`` (value: the WNLL scores, gradient: the linear head's).
-
-``forward(x)`` is the WNLL prediction ``log U(t(x))``, ``t`` the optional ``input_transform``: what is
-predicted, evaluated and attacked.
+template bank are :mod:`lit_robust.models.wnll_network`, the chunked prediction against the templates
+:mod:`lit_robust.models.wnll_head`, the graph solve :mod:`lit_robust.functional.wnll`, the attack-side
+helper :class:`lit_robust.attacks.grad_mode.WithGradMode`. This module keeps the defense: the alternating
+stages (:class:`StageSchedule`), their losses, the template hooks and the logging.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 import torch
@@ -32,17 +22,17 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_robust.attacks.base import Attack
 from lit_robust.defenses.base import Batch, RobustClassifier
-from lit_robust.functional.wnll import MU_RULES, WEIGHTS, wnll_scores, wnll_straight_through
+from lit_robust.functional.wnll import wnll_straight_through
 from lit_robust.models.modes import eval_mode
-from lit_robust.models.wnll_network import TemplateBank, WNLLNetwork
-from lit_robust.validation import check_choice, check_int, check_optional_int, check_optional_real, check_real
+from lit_robust.models.wnll_head import GRAD_MODES, WNLLClassifier, WNLLHead
+from lit_robust.models.wnll_network import TemplateBank, WNLLNetwork, as_wnll_network
+from lit_robust.validation import check_choice, check_int, check_optional_int, check_optional_real
 
-GRAD_MODES = ("surrogate", "exact")
 VIEWS = ("surrogate", "exact", "softmax")
 LOSS_ROWS = ("all", "misclassified")
 Stage = Literal["softmax", "wnll"]
 
-__all__ = ["WNLL", "StageSchedule", "TemplateBank", "WNLLClassifier", "WNLLNetwork"]
+__all__ = ["WNLL", "StageSchedule", "TemplateBank", "WNLLClassifier", "WNLLHead", "WNLLNetwork"]
 
 
 class StageSchedule:
@@ -98,20 +88,6 @@ class StageSchedule:
         self.stage_a_lrs = None if lrs is None else [float(lr) for lr in lrs]
 
 
-class WNLLClassifier(nn.Module):
-    """The WNLL pipeline with another gradient: ``"surrogate"`` (value: the log-scores; gradient: the linear
-    head's, the BPDA the paper's attacks used) or ``"exact"`` (autograd through the weights and the solve,
-    kNN sets fixed). Only the queries ``x`` are perturbed; templates are fixed clean images."""
-
-    def __init__(self, defense: WNLL, grad_mode: Literal["surrogate", "exact"] = "surrogate"):
-        super().__init__()
-        self.defense = defense
-        self.grad_mode = check_choice("grad_mode", grad_mode, GRAD_MODES)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.defense.wnll_logits(x, self.grad_mode)
-
-
 class WNLL(RobustClassifier):
     """Backbone + buffer + linear head, trained in alternating stages, predicting by WNLL interpolation::
 
@@ -119,7 +95,8 @@ class WNLL(RobustClassifier):
         stage B:  o = z(h) + (U(h) - z(h)).detach(),  L_B = (1/|R|) Σ_{i∈R} CE(o_i, y_i)
         predict:  forward(x) = log clamp(mean over chunks of U(h(t(x))), 1e-12)
 
-    ``U``: the WNLL scores of the queries against templates (:func:`~lit_robust.functional.wnll.wnll_scores`);
+    ``U``: the WNLL scores of the queries against templates (:class:`~lit_robust.models.wnll_head.WNLLHead`,
+    kept as ``wnll_head``: graph settings, template bank, chunked prediction);
     in stage B, ``stage_b_templates`` drawn afresh every step from the template bank (seeded by
     ``template_seed`` and the global step); at prediction, the bank's ``num_templates`` templates split into
     ``template_chunks`` chunks (validation: the first ``val_template_chunks``), queries in graphs of
@@ -140,20 +117,18 @@ class WNLL(RobustClassifier):
     Args:
         network: a :class:`~lit_robust.models.wnll_network.WNLLNetwork`, or a backbone, wrapped as
             ``WNLLNetwork(network, feature_dim, num_classes)`` (one buffer block; the feature width
-            inferred unless ``feature_dim`` is given): every ``configs/network`` file composes.
+            inferred from the backbone's last ``nn.Linear`` unless ``feature_dim`` is given): every
+            ``configs/network`` file composes.
         stage_a_epochs, stage_b_epochs, cycles, stage_b_lr: the schedule (:class:`StageSchedule`); epochs
             are integers >= 0, not both 0; ``cycles`` >= 1; ``stage_b_lr`` finite > 0 (official 0.05) or
             ``None``.
         stage_b_templates: templates per stage-B graph, >= 1 (official 2000; the batch is the queries).
         loss_rows: ``"all"`` or ``"misclassified"``.
-        k, k_sigma, weight, mu, ridge, solve_dtype: the graph: ``k`` >= 2 neighbours (15); ``k_sigma`` in
-            [2, k], the neighbour setting ``σ`` (8); ``weight`` ``"paper"``/``"code"``; ``mu``
-            ``"paper"``/``"code"`` or a finite number >= 0; ``ridge`` >= 0, relative (1e-6);
-            ``"float32"`` / ``"float64"`` dense solve.
+        k, k_sigma, weight, mu, ridge, solve_dtype, template_chunks, query_batch_size: the graph and the
+            chunked prediction (:class:`WNLLHead`; spec: ``k`` 15, ``k_sigma`` 8, ``ridge`` 1e-6; official
+            ``query_batch_size`` 1000).
         num_templates: inference templates, >= 1 (official 50 000; capped at the train set's size).
-        template_chunks: chunks per query graph, >= 1; val_template_chunks: in [1, template_chunks] or
-            ``None`` (all).
-        query_batch_size: queries per graph, >= 1 (official 1000).
+        val_template_chunks: in [1, template_chunks] or ``None`` (all).
         template_seed: an integer >= 0, seeding the template choice and the stage-B draws.
         grad_mode: the gradient of ``forward``, ``"surrogate"`` or ``"exact"`` (:class:`WNLLClassifier`).
         adversary: optional stage-A training attack, on the softmax network (PGD-AT: the paper's robust
@@ -163,13 +138,14 @@ class WNLL(RobustClassifier):
             ``TotalVariationMinimization``; attack with EOT (``WithGradMode(..., eot_samples=20)``).
         num_classes, optimizer, lr_scheduler, init_from: see :class:`RobustClassifier` (``init_from``: a
             WNLL checkpoint or a :class:`WNLLNetwork` state dict).
-        feature_dim: the backbone's feature width when ``network`` is a backbone, >= 1; ``None``: inferred.
-        backbone: deprecated spelling of ``network`` (a backbone); give ``network`` instead.
+        feature_dim: the backbone's feature width when ``network`` is a backbone, >= 1; needed for a
+            backbone without an ``nn.Linear`` to infer it from; ``None``: inferred. With a
+            :class:`WNLLNetwork` it must agree with the network's (or be ``None``).
     """
 
     def __init__(
         self,
-        network: nn.Module | None = None,
+        network: nn.Module,
         stage_a_epochs: int = 1,
         stage_b_epochs: int = 1,
         cycles: int = 1,
@@ -195,9 +171,8 @@ class WNLL(RobustClassifier):
         adversary: Attack | None = None,
         input_transform: nn.Module | None = None,
         feature_dim: int | None = None,
-        backbone: nn.Module | None = None,
     ):
-        network = _wnll_network(network, backbone, feature_dim, num_classes)
+        network = as_wnll_network(network, feature_dim, num_classes)
         super().__init__(
             network,
             num_classes,
@@ -210,31 +185,18 @@ class WNLL(RobustClassifier):
         self.schedule = StageSchedule(stage_a_epochs, stage_b_epochs, cycles, stage_b_lr)
         self.stage_b_templates = check_int("stage_b_templates", stage_b_templates, 1)
         self.loss_rows = check_choice("loss_rows", loss_rows, LOSS_ROWS)
-        k = check_int("k", k, 2)  # the point itself is rank 1
-        self.graph = dict(
-            k=k,
-            k_sigma=check_int("k_sigma", k_sigma, 2, k),  # rank 1 would give sigma = 0
-            weight=check_choice("weight", weight, WEIGHTS),
-            mu=check_choice("mu", mu, MU_RULES) if isinstance(mu, str) else check_real("mu", mu, 0),
-            ridge=check_real("ridge", ridge, 0),
-        )
-        solve_dtype = check_choice("solve_dtype", solve_dtype, ("float32", "float64"))
-        self.solve_dtype = torch.float64 if solve_dtype == "float64" else None
+        self.wnll_head = WNLLHead(
+            num_classes, k, k_sigma, weight, mu, ridge, solve_dtype, template_chunks, query_batch_size
+        )  # not a module: holds no weights, its templates are re-drawn from the seed
         self.num_templates = check_int("num_templates", num_templates, 1)
-        self.template_chunks = check_int("template_chunks", template_chunks, 1)
         self.val_template_chunks = check_optional_int(
-            "val_template_chunks", val_template_chunks, 1, self.template_chunks
+            "val_template_chunks", val_template_chunks, 1, self.wnll_head.template_chunks
         )
-        self.query_batch_size = check_int("query_batch_size", query_batch_size, 1)
         self.template_seed = check_int("template_seed", template_seed, 0)
         self.grad_mode = check_choice("grad_mode", grad_mode, GRAD_MODES)
         self.stage: Stage = self.schedule.stage_at(0)
         self.val_acc_softmax = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_softmax = MulticlassAccuracy(num_classes, average="micro")
-        self.templates: TemplateBank | None = None  # CPU, not in the state dict (re-drawn from the seed)
-        self._template_features: list[tuple[Tensor, Tensor]] | None = None  # per chunk, on the device
-        self._active_chunks: int | None = None  # None: all chunks
-        self.last_isolated: Tensor | None = None
 
     # ------------------------------------------------------------------------------- schedule
     def set_stage(self, stage: Stage) -> None:
@@ -250,7 +212,7 @@ class WNLL(RobustClassifier):
         self.set_stage(self.schedule.stage_at(self.current_epoch))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._template_features = None  # the weights changed
+        self.wnll_head.invalidate()  # the weights changed
 
     def on_train_end(self) -> None:
         self.requires_grad_(True)
@@ -265,13 +227,14 @@ class WNLL(RobustClassifier):
         self.schedule.load_state_dict(checkpoint.get("wnll_schedule", {}))
 
     # ------------------------------------------------------------------------------ templates
+    @property
+    def templates(self) -> TemplateBank | None:
+        """The template bank predicted against (CPU; not in the state dict: re-drawn from the seed)."""
+        return self.wnll_head.templates
+
     def set_templates(self, images: Tensor, labels: Tensor) -> None:
         """Use ``images`` (``(N, C, H, W)`` in [0, 1]) with ``labels`` as the template bank."""
-        if len(images) < self.template_chunks:
-            raise ValueError(
-                f"need at least template_chunks={self.template_chunks} templates, got {len(images)} images"
-            )
-        self.use_templates(TemplateBank.from_tensors(images, labels, self.template_seed))
+        self.wnll_head.use_templates(TemplateBank.from_tensors(images, labels, self.template_seed))
 
     def load_templates(self, source: Any) -> None:
         """Draw the template bank (``num_templates``, ``template_seed``) from a ``Dataset``, or from a
@@ -279,40 +242,7 @@ class WNLL(RobustClassifier):
         if not isinstance(source, Dataset):
             clean = getattr(source, "clean_train_set", None)
             source = clean() if callable(clean) else source.train_dataloader().dataset
-        self.use_templates(TemplateBank(source, self.num_templates, self.template_seed))
-
-    def use_templates(self, bank: TemplateBank) -> None:
-        """Predict against ``bank`` from now on."""
-        if len(bank) < self.template_chunks:
-            raise ValueError(
-                f"need at least template_chunks={self.template_chunks} templates, got {len(bank)}"
-            )
-        self.templates, self._template_features = bank, None
-
-    def _require_templates(self) -> TemplateBank:
-        if self.templates is None:
-            raise RuntimeError(
-                "WNLL has no templates: call load_templates(datamodule or dataset) or "
-                "set_templates(images, labels) before predicting outside a Trainer"
-            )
-        return self.templates
-
-    def refresh_template_features(self) -> None:
-        """Template features ``h`` in eval mode, without grad, split into ``template_chunks`` chunks."""
-        bank = self._require_templates()
-        with torch.inference_mode(False), torch.no_grad(), eval_mode(self.network):
-            features = torch.cat(
-                [
-                    self.network.features(batch.to(self.device))
-                    for batch in bank.images.split(self.query_batch_size)
-                ]
-            )
-        chunks = zip(
-            features.tensor_split(self.template_chunks),
-            bank.labels.to(self.device).tensor_split(self.template_chunks),
-            strict=True,
-        )
-        self._template_features = list(chunks)
+        self.wnll_head.use_templates(TemplateBank(source, self.num_templates, self.template_seed))
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -320,53 +250,27 @@ class WNLL(RobustClassifier):
         if datamodule is not None and self.templates is None:
             self.load_templates(datamodule)
 
+    def use_template_chunks(self, chunks: int | None) -> None:
+        """Predict with the first ``chunks`` template chunks (``None``: all), from fresh template features."""
+        self.wnll_head.active_chunks = chunks
+        self.wnll_head.refresh(self.network, self.device)
+
     def on_validation_epoch_start(self) -> None:
-        self._active_chunks = self.val_template_chunks
-        self.refresh_template_features()
+        self.use_template_chunks(self.val_template_chunks)
 
     def on_validation_epoch_end(self) -> None:
-        self._active_chunks = None
+        self.wnll_head.active_chunks = None
 
     def on_test_epoch_start(self) -> None:
-        self._active_chunks = None
-        self.refresh_template_features()
+        self.use_template_chunks(None)
 
     def on_predict_epoch_start(self) -> None:
-        self._active_chunks = None
-        self.refresh_template_features()
+        self.use_template_chunks(None)
 
     # ------------------------------------------------------------------------------ prediction
     def forward(self, x: Tensor) -> Tensor:
         """WNLL log-scores of images ``x`` in [0, 1], gradient ``grad_mode``: predicted and attacked."""
-        return self.wnll_logits(x, self.grad_mode)
-
-    def wnll_logits(self, x: Tensor, grad_mode: Literal["surrogate", "exact"] = "surrogate") -> Tensor:
-        """``log(clamp(mean over chunks of U, 1e-12))`` of the queries ``t(x)``, shape ``(B, C)``, gradient as
-        ``grad_mode`` says; sets ``last_isolated`` (per query, in how many chunks it had no template path)."""
-        grad_mode = check_choice("grad_mode", grad_mode, GRAD_MODES)
-        if self._template_features is None:
-            self.refresh_template_features()
-        chunks = self._template_features[: self._active_chunks]
-        outputs, isolated = [], []
-        for queries in x.split(self.query_batch_size):
-            h = self.network.features(self.transform_inputs(queries))
-            total, lonely = 0.0, torch.zeros(len(queries), device=x.device)
-            for template_h, template_y in chunks:
-                with torch.set_grad_enabled(grad_mode == "exact" and torch.is_grad_enabled()):
-                    query_h = h if grad_mode == "exact" else h.detach()
-                    result = self._scores(template_h, template_y, query_h)
-                total, lonely = total + result.scores, lonely + result.isolated
-            log_scores = (total / len(chunks)).clamp_min(1e-12).log()
-            if grad_mode == "surrogate":
-                log_scores = wnll_straight_through(log_scores, self.network.head(h))
-            outputs.append(log_scores)
-            isolated.append(lonely)
-        self.last_isolated = torch.cat(isolated).detach()
-        return torch.cat(outputs)
-
-    def _scores(self, template_h: Tensor, template_y: Tensor, query_h: Tensor) -> Any:
-        features = torch.cat([template_h, query_h])
-        return wnll_scores(features, template_y, self.num_classes, solve_dtype=self.solve_dtype, **self.graph)
+        return self.wnll_head.log_scores(self.network, x, self.input_transform, self.grad_mode)
 
     def softmax_view(self) -> nn.Module:
         """The linear-head classifier ``z(t(x))``: stage A's model and the transfer source."""
@@ -378,7 +282,9 @@ class WNLL(RobustClassifier):
         """The model an attack differentiates (:class:`~lit_robust.attacks.grad_mode.WithGradMode`):
         :class:`WNLLClassifier` for ``"surrogate"``/``"exact"``, :meth:`softmax_view` for ``"softmax"``."""
         mode = check_choice("grad mode", mode, VIEWS)
-        return self.softmax_view() if mode == "softmax" else WNLLClassifier(self, mode)
+        if mode == "softmax":
+            return self.softmax_view()
+        return WNLLClassifier(self.wnll_head, self.network, self.input_transform, mode)
 
     # -------------------------------------------------------------------------------- training
     def compute_loss(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -400,13 +306,13 @@ class WNLL(RobustClassifier):
         self.network.backbone.eval()
         self.network.head.eval()
         if templates is None:
-            templates = self._require_templates().draw(self.stage_b_templates, self.global_step)
+            templates = self.wnll_head.require_templates().draw(self.stage_b_templates, self.global_step)
         template_x, template_y = (tensor.to(self.device) for tensor in templates)
         with torch.no_grad():
             template_h = self.network.features(template_x)
         h = self.network.features(self.transform_inputs(x))
         with torch.no_grad():
-            result = self._scores(template_h, template_y, h.detach())
+            result = self.wnll_head.scores(template_h, template_y, h.detach())
         z = self.network.head(h)
         out = wnll_straight_through(result.scores, z)
         correct = result.scores.argmax(dim=1) == y
@@ -437,29 +343,5 @@ class WNLL(RobustClassifier):
         with eval_mode(softmax):
             accuracy.update(softmax(x), y)
         self.log(f"{stage}/acc_softmax", accuracy, batch_size=len(x))
-        self.log(f"{stage}/wnll_isolated", (self.last_isolated > 0).float().mean(), batch_size=len(x))
-
-
-def _wnll_network(
-    network: nn.Module | None, backbone: nn.Module | None, feature_dim: int | None, num_classes: int
-) -> WNLLNetwork:
-    """``network`` as a :class:`WNLLNetwork`: itself, or the backbone wrapped (``backbone``: old spelling)."""
-    feature_dim = check_optional_int("feature_dim", feature_dim, 1)
-    if backbone is not None:
-        if network is not None:
-            raise ValueError("give WNLL either network or backbone (its deprecated spelling), not both")
-        warnings.warn(
-            "WNLL(backbone=...) is deprecated: pass it as network", DeprecationWarning, stacklevel=3
-        )
-        network = backbone
-    if network is None:
-        raise TypeError("WNLL needs a network (a WNLLNetwork, or a backbone to wrap in one)")
-    if isinstance(network, WNLLNetwork):
-        if feature_dim is not None and feature_dim != network.feature_dim:
-            raise ValueError(
-                f"feature_dim={feature_dim} disagrees with the WNLLNetwork's {network.feature_dim}"
-            )
-        return network
-    if not isinstance(network, nn.Module):
-        raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
-    return WNLLNetwork(network, feature_dim, num_classes)
+        isolated = (self.wnll_head.last_isolated > 0).float().mean()
+        self.log(f"{stage}/wnll_isolated", isolated, batch_size=len(x))

@@ -6,7 +6,8 @@ Function and Total Variation Minimization", arXiv 1809.08516; spec ``shared/pape
 * :class:`TemplateBank`: the clean, labelled training images the WNLL head interpolates from, drawn from
   any ``Dataset`` with a seed (no Lightning needed), with the per-step draws of stage B.
 
-The training schedule and the interpolation itself live in :mod:`lit_robust.defenses.wnll` and
+The chunked prediction against the templates is :mod:`lit_robust.models.wnll_head`; the training
+schedule and the interpolation itself live in :mod:`lit_robust.defenses.wnll` and
 :mod:`lit_robust.functional.wnll`.
 """
 
@@ -90,6 +91,22 @@ class WNLLNetwork(nn.Module):
         return self.head(self.features(x))
 
 
+def as_wnll_network(network: nn.Module, feature_dim: int | None = None, num_classes: int = 10) -> WNLLNetwork:
+    """``network`` itself when it is a :class:`WNLLNetwork` (``feature_dim``, if given, must agree with
+    its width), else the backbone ``network`` wrapped as ``WNLLNetwork(network, feature_dim, num_classes)``
+    (``feature_dim`` >= 1, or ``None``: inferred, :func:`infer_feature_dim`)."""
+    feature_dim = check_optional_int("feature_dim", feature_dim, 1)
+    if isinstance(network, WNLLNetwork):
+        if feature_dim is not None and feature_dim != network.feature_dim:
+            raise ValueError(
+                f"feature_dim={feature_dim} disagrees with the WNLLNetwork's {network.feature_dim}"
+            )
+        return network
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+    return WNLLNetwork(network, feature_dim, num_classes)
+
+
 class TemplateBank:
     """``num_templates`` labelled images of ``dataset``, chosen and read reproducibly from ``seed``.
 
@@ -139,4 +156,4 @@ class TemplateBank:
         return self.images[chosen], self.labels[chosen]
 
 
-__all__ = ["TemplateBank", "WNLLNetwork", "infer_feature_dim"]
+__all__ = ["TemplateBank", "WNLLNetwork", "as_wnll_network", "infer_feature_dim"]

@@ -62,8 +62,7 @@ ALLOWS: dict[str, dict[str, str]] = {
 
 
 def build(cls: type, **kwargs: Any) -> RobustClassifier:
-    network = {"backbone": tiny_cnn()} if cls is WNLL else {"network": tiny_cnn()}
-    return cls(**{**network, "num_classes": NUM_CLASSES, **REQUIRED[cls], **kwargs})
+    return cls(**{"network": tiny_cnn(), "num_classes": NUM_CLASSES, **REQUIRED[cls], **kwargs})
 
 
 def test_every_exported_defense_is_covered():

@@ -46,8 +46,8 @@ DEFENSES = {
 
 
 def network_arguments(cls, seed: int = 0) -> dict:
-    """WNLL takes a feature ``backbone`` (here the tiny CNN's logits as 4-d features), the rest a network."""
-    return {"backbone": tiny_cnn(seed=seed)} if cls is WNLL else {"network": tiny_cnn(seed=seed)}
+    """Every defense takes a network (WNLL wraps it as a backbone: the tiny CNN's logits as 4-d features)."""
+    return {"network": tiny_cnn(seed=seed)}
 
 
 def make(cls, **overrides) -> RobustClassifier:

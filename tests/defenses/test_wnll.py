@@ -296,7 +296,7 @@ def test_checkpoint_round_trip_predicts_identically(tmp_path):
     with torch.no_grad():
         expected = model(queries)
     restored = WNLL.load_from_checkpoint(path, network=tiny_network(seed=9))
-    assert restored.template_seed == 3 and restored.num_templates == 32 and restored.graph["k"] == 5
+    assert restored.template_seed == 3 and restored.num_templates == 32 and restored.wnll_head.graph["k"] == 5
     restored.load_templates(data)  # the same templates, re-drawn from the seed
     restored.eval()
     with torch.no_grad():
@@ -371,11 +371,12 @@ def test_the_network_is_a_wnll_network_or_a_backbone_wrapped_in_one():
     wrapped = WNLL(tiny_backbone(), num_classes=NUM_CLASSES)
     assert isinstance(wrapped.network, WNLLNetwork) and wrapped.network.feature_dim == FEATURES
     assert wrapped.network.head.out_features == NUM_CLASSES
-    with pytest.warns(DeprecationWarning, match="backbone"):
-        old = WNLL(backbone=tiny_backbone(), feature_dim=FEATURES, num_classes=NUM_CLASSES)
-    assert old.network.state_dict().keys() == wrapped.network.state_dict().keys()
-    with pytest.raises(ValueError, match="not both"):
-        WNLL(tiny_backbone(), backbone=tiny_backbone())
+    explicit = WNLL(tiny_backbone(), feature_dim=FEATURES, num_classes=NUM_CLASSES)
+    assert explicit.network.state_dict().keys() == wrapped.network.state_dict().keys()
+    flat = WNLL(nn.Flatten(), feature_dim=144, num_classes=NUM_CLASSES)  # no nn.Linear: feature_dim needed
+    assert flat.network.feature_dim == 144 and flat.network.buffer[0].in_features == 144
+    with pytest.raises(TypeError, match="backbone"):
+        WNLL(backbone=tiny_backbone())  # the old spelling is gone
 
 
 def test_predicting_without_templates_is_a_clear_error():
