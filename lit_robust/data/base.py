@@ -137,14 +137,12 @@ class ImageDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
-    def _loader(self, dataset: Dataset | None, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
         """Batches of ``dataset`` in ``sampler``'s order (in order by default).
 
         Every loader has its own seeded generator (for worker seeds), so iterating one never draws
         from the global random stream: a resumed run's streams stay those of the uninterrupted run.
         """
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() has not created this split yet")
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -153,6 +151,12 @@ class ImageDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
             persistent_workers=self.num_workers > 0,
         )
+
+    def _created(self, dataset: Dataset | None) -> Dataset:
+        """``dataset``, or a clear error when :meth:`setup` has not created that split yet."""
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not created this split yet")
+        return dataset
 
     def _distributed(self) -> bool:
         return self.trainer is not None and self.trainer.world_size > 1
@@ -164,7 +168,8 @@ class ImageDataModule(L.LightningDataModule):
         every process sees as many batches; those repeats would count twice in ``val/acc``. Uneven
         shards are safe here because metrics sync once per epoch (torchmetrics states), not per step.
         """
-        if dataset is None or not self._distributed():
+        dataset = self._created(dataset)
+        if not self._distributed():
             return self._loader(dataset)
         world, rank = self.trainer.world_size, self.trainer.global_rank
         return self._loader(dataset, UnrepeatedDistributedSampler(dataset, world, rank, shuffle=False))
@@ -172,9 +177,7 @@ class ImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """A new seeded order every epoch (:class:`EpochShuffleSampler`); under DDP a
         ``DistributedSampler`` with the same ``seed``, whose order Lightning also sets per epoch."""
-        dataset = self.train_set
-        if dataset is None:
-            return self._loader(dataset)  # the error
+        dataset = self._created(self.train_set)
         if not self._distributed():
             return self._loader(dataset, EpochShuffleSampler(len(dataset), self.seed))
         world, rank = self.trainer.world_size, self.trainer.global_rank
@@ -187,7 +190,7 @@ class ImageDataModule(L.LightningDataModule):
         return self._evaluation_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)
+        return self._loader(self._created(self.test_set))
 
     def clean_train_set(self) -> Dataset:
         """The training split without training augmentation (calls ``setup("fit")`` if needed).

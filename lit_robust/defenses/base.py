@@ -224,7 +224,7 @@ class RobustClassifier(L.LightningModule):
         """The training step of every defense (class docstring): ``"loss"`` is optimized, every entry
         is logged as ``train/<key>``."""
         self._diagnostics = {}
-        x_adv = None if self.adversary is None else self.adversary(self, x, y).detach()
+        x_adv = None if self.adversary is None else self.adversary(self, x, y)  # detached by Attack
         trades = self.trades_beta is not None
         at_clean = x_adv is None or trades  # where the cross-entropy is taken
         x_task = self.regularizer_inputs(x if at_clean else x_adv)
@@ -264,11 +264,11 @@ class RobustClassifier(L.LightningModule):
         Raises:
             NonFiniteError: naming the epoch, the step, the non-finite terms and every term's value.
         """
-        bad = non_finite_terms(terms)
-        diverged = "loss" in bad
+        diverged = not bool(torch.isfinite(terms["loss"].detach()))  # the one sync of the step
         if self._trainer is not None and self.trainer.world_size > 1:
             diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
         if diverged:
+            bad = non_finite_terms(terms)  # only now: one sync per term, for the message
             where = ", ".join(bad) if bad else "the loss on another process"
             raise NonFiniteError(
                 f"{type(self).__name__}: the training loss is not finite at epoch {self.current_epoch}, "
