@@ -301,7 +301,10 @@ def format_summary(metrics: Mapping[str, object], log_dir: str | None = None, ch
     rows.append(("clean accuracy (attacked subset)", metrics.get(metric("test", SUBSET_ACC))))
     for attack, value in sorted(per_attack(metrics, "test", ROBUST_ACC).items()):
         rows.append((f"robust accuracy, {attack}", value))
-    rows.append(("worst case over all attacks", metrics.get(metric("test", WORST_CASE_ACC))))
+    named = per_attack(metrics, "test", WORST_CASE_ACC)
+    scope = "the main evaluation" if named else "all attacks"
+    rows.append((f"worst case over {scope}", metrics.get(metric("test", WORST_CASE_ACC))))
+    rows += [(f"worst case, evaluation {name}", value) for name, value in sorted(named.items())]
     width = max(len(label) for label, _ in rows)
     lines = ["", "Results", "-" * (width + 10)]
     lines += [f"{label:<{width}}  {float(value):7.2%}" for label, value in rows if value is not None]

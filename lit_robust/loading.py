@@ -5,7 +5,8 @@
 goes through :func:`load_file`, which always passes ``weights_only=True`` (whatever torch's own
 default is: before torch 2.6 it unpickles anything). Tensors, dicts, lists, tuples, strings and
 numbers load; a file that needs anything more is refused with :class:`UnsafeFileError`, naming the
-file and the object it asked for.
+file and the object it asked for. ``.safetensors`` files (tensors only, by construction) load too:
+:func:`save_safetensors` writes the network weights the benchmark commits.
 
 :class:`SafeCheckpointIO` is the same loader as a Lightning checkpoint plugin; every
 ``RobustClassifier`` installs it on its Trainer (replacing only Lightning's default plugin), so
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import Tensor
 
 
 class UnsafeFileError(ValueError):
@@ -48,7 +51,8 @@ def refusal(path: str | Path, what: str, error: Exception) -> UnsafeFileError:
 
 
 def load_file(path: str | Path, what: str = "file", map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``, with clear errors.
+    """``torch.load(path, weights_only=True)``, with clear errors; a ``.safetensors`` file (a format
+    that holds only tensors, so it cannot run code) is read by :func:`load_safetensors`.
 
     Args:
         path: the file.
@@ -62,10 +66,29 @@ def load_file(path: str | Path, what: str = "file", map_location: Any = "cpu") -
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no file at {str(path)!r} (absolute: {path.resolve()})")
+    if path.suffix == ".safetensors":
+        return load_safetensors(path, what)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # a damaged or foreign file raises KeyError, EOFError, RuntimeError ...
         raise refusal(path, what, error) from None
+
+
+def load_safetensors(path: Path, what: str = "file") -> dict[str, Tensor]:
+    """The tensors of a ``.safetensors`` file, on the CPU (``{name: tensor}``, a state dict)."""
+    try:
+        return safetensors.torch.load_file(str(path), device="cpu")
+    except Exception as error:  # safetensors raises its own SafetensorError for a damaged file
+        raise ValueError(f"{what}: {str(path)!r} is not a readable .safetensors file ({error})") from None
+
+
+def save_safetensors(state: Mapping[str, Tensor], path: str | Path) -> Path:
+    """Write the state dict ``state`` as ``path`` (``.safetensors``): contiguous CPU copies, shared
+    storage cloned (the format refuses aliased tensors)."""
+    path = Path(path)
+    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state.items()}
+    safetensors.torch.save_file(tensors, str(path))
+    return path
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

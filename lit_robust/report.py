@@ -62,6 +62,7 @@ def evaluation_settings(callback: SubsetEvaluation) -> dict[str, Any]:
         ]
     return {
         "callback": type(callback).__name__,
+        "name": getattr(callback, "name", None),
         "num_samples": callback.num_samples,
         "seed": callback.seed,
         "attacks": [attack_settings(attack) for attack in attacks],
@@ -104,6 +105,7 @@ def build_report(
         "subset_clean_acc": metrics.get(metric("test", SUBSET_ACC)),
         "robust_acc": per_attack(metrics, "test", ROBUST_ACC),
         "worst_case_acc": metrics.get(metric("test", WORST_CASE_ACC)),
+        "named_worst_case_acc": per_attack(metrics, "test", WORST_CASE_ACC),
         "eps_curves": eps_curves(evaluations, metrics),
         "minimal_perturbation": dict(minimal),
         "masking": per_attack(metrics, "test", MASKING),
@@ -139,7 +141,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         f"| robust accuracy, `{name}` | {percent(value)} |" for name, value in report["robust_acc"].items()
     ]
-    lines.append(f"| **worst case over all attacks** | **{percent(report['worst_case_acc'])}** |")
+    named = report.get("named_worst_case_acc") or {}
+    scope = "the main evaluation's attacks" if named else "all attacks"
+    lines.append(f"| **worst case over {scope}** | **{percent(report['worst_case_acc'])}** |")
+    lines += [
+        f"| worst case over the attacks of evaluation `{name}` | {percent(value)} |"
+        for name, value in named.items()
+    ]
     if report["eps_curves"]:
         lines += ["", "## Robust accuracy against eps", ""]
         for family, points in report["eps_curves"].items():
@@ -169,9 +177,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"\nFlags raised: {int(report['masking'].get('flags', 0))}")
     lines += ["", "## Settings", ""]
     for evaluation in report["evaluations"]:
-        lines.append(
-            f"- {evaluation['callback']}: {evaluation['num_samples']} samples, seed {evaluation['seed']}"
-        )
+        named = f" `{evaluation['name']}`" if evaluation.get("name") else ""
+        size = f"{evaluation['num_samples']} samples, seed {evaluation['seed']}"
+        lines.append(f"- {evaluation['callback']}{named}: {size}")
         lines += [f"  - `{json.dumps(attack, sort_keys=True)}`" for attack in evaluation["attacks"]]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)
@@ -185,7 +193,9 @@ def progress_text(progress: dict[str, Any] | None) -> str:
     if planned is None or planned < 0:
         return f" (written after epoch {done})"
     state = "training finished" if done >= planned else "training had not finished"
-    return f" (written after epoch {done} of {planned}: {state})"
+    seconds = progress.get("train_seconds")
+    cost = f"; {seconds / 60:.1f} min of training steps" if seconds else ""
+    return f" (written after epoch {done} of {planned}: {state}{cost})"
 
 
 def write_atomic(path: Path, text: str) -> None:

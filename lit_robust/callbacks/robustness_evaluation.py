@@ -64,10 +64,13 @@ def robust_flags(
     return flags
 
 
-def metric_name(stage: str, flag_key: str) -> str:
-    """``val/subset_acc``, ``val/worst_case_acc`` or ``val/robust_acc/<attack name>``."""
+def metric_name(stage: str, flag_key: str, name: str | None = None) -> str:
+    """``val/subset_acc``, ``val/worst_case_acc`` or ``val/robust_acc/<attack name>``; with a callback
+    ``name``, ``val/subset_acc/<name>`` and ``val/worst_case_acc/<name>``."""
     special = {"clean": SUBSET_ACC, "worst_case": WORST_CASE_ACC}
-    return metric(stage, special[flag_key]) if flag_key in special else metric(stage, ROBUST_ACC, flag_key)
+    if flag_key in special:
+        return metric(stage, special[flag_key], name)
+    return metric(stage, ROBUST_ACC, flag_key)
 
 
 class RobustnessEvaluation(SubsetEvaluation):
@@ -94,6 +97,10 @@ class RobustnessEvaluation(SubsetEvaluation):
         num_samples, every_n_epochs, seed, batch_size: see :class:`SubsetEvaluation`.
         individual: run every attack on every clean-correct point and log its own accuracy; with
             ``False`` each attack only sees the points still robust (cheaper, worst case only).
+        name: tells a second evaluation apart (say, other budgets on a smaller subset): its subset
+            and worst-case accuracies are logged as ``subset_acc/<name>`` and ``worst_case_acc/<name>``
+            (per-attack names are the attacks' own, so they must differ between evaluations).
+            ``None``: the run's main evaluation, ``subset_acc`` and ``worst_case_acc``.
     """
 
     def __init__(
@@ -104,11 +111,15 @@ class RobustnessEvaluation(SubsetEvaluation):
         seed: int = 0,
         batch_size: int = 250,
         individual: bool = True,
+        name: str | None = None,
     ):
         super().__init__(num_samples, every_n_epochs, seed, batch_size)
         self.attacks = list(attacks or [])
         check_distinct_names(self.attacks)
         self.individual = individual
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise ValueError(f"name must be a non-empty string without '/' (or None), got {name!r}")
+        self.name = name
 
     def flag_keys(self) -> list[str]:
         """The per-sample flags :func:`robust_flags` returns, in logging order."""
@@ -116,13 +127,13 @@ class RobustnessEvaluation(SubsetEvaluation):
         return ["clean", *per_attack, "worst_case"]
 
     def metric_names(self, stage: str) -> set[str]:
-        return {metric_name(stage, key) for key in self.flag_keys()}
+        return {metric_name(stage, key, self.name) for key in self.flag_keys()}
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         return robust_flags(model, x, y, self.attacks, self.individual, self.trainer)
 
     def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {metric_name(stage, key): values[key].mean() for key in self.flag_keys()}
+        return {metric_name(stage, key, self.name): values[key].mean() for key in self.flag_keys()}
 
     def log_extras(self, trainer: L.Trainer, stage: str, metrics: Mapping[str, Tensor]) -> None:
         if not isinstance(trainer.logger, TensorBoardLogger):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -156,7 +157,9 @@ class RobustClassifier(L.LightningModule):
         self.input_transform = input_transform
         self._diagnostics: dict[str, Tensor] = {}
         self._weights_restored = False  # set once init_from is loaded or a checkpoint restored
-        self.checkpoint_progress: dict[str, int] | None = None  # of the restored checkpoint, if any
+        self.checkpoint_progress: dict[str, Any] | None = None  # of the restored checkpoint, if any
+        self.train_seconds = 0.0  # wall-clock of the training steps so far (resumed runs continue it)
+        self._step_started: float | None = None
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()  # per-sample mean, exact under DDP
@@ -334,15 +337,28 @@ class RobustClassifier(L.LightningModule):
         self.network.load_state_dict(load_network_state(path, self.network))
         self._weights_restored = True
 
+    # ------------------------------------------------------------------------------ training cost
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Add the step's wall-clock (forward, attack, backward and optimizer step; seconds) to
+        ``train_seconds``: the training cost the report and the leaderboard show."""
+        if self._step_started is not None:
+            self.train_seconds += time.perf_counter() - self._step_started
+            self._step_started = None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to write non-finite weights; store the random streams for an exact resume and how
-        far training had got (``training_progress``: the report says whether training finished)."""
+        far training had got (``training_progress``: the report says whether training finished, and
+        ``train_seconds``, the wall-clock of the training steps, what it cost)."""
         check_finite_parameters(self, f"refusing to write a checkpoint at epoch {self.current_epoch}")
         checkpoint["rng_states"] = capture_rng_states()
         checkpoint["training_progress"] = {
             "epochs_completed": self.current_epoch + 1,
             "max_epochs": self.trainer.max_epochs,
             "global_step": self.global_step,
+            "train_seconds": round(self.train_seconds, 3),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -350,6 +366,7 @@ class RobustClassifier(L.LightningModule):
         resumes, the random streams continue where the checkpointed run left them."""
         self._weights_restored = True
         self.checkpoint_progress = checkpoint.get("training_progress")
+        self.train_seconds = float((self.checkpoint_progress or {}).get("train_seconds", 0.0))
         states = checkpoint.get("rng_states")
         if states is not None and self._trainer is not None and self.trainer.state.fn == "fit":
             restore_rng_states(states)

@@ -4,8 +4,9 @@
 ``BaoWangMath/DNN-DataDependentActivation``. Spec: ``shared/papers/wnll_tvm.md``. The network and the
 template bank are :mod:`lit_robust.models.wnll_network`, the chunked prediction against the templates
 :mod:`lit_robust.models.wnll_head`, the graph solve :mod:`lit_robust.functional.wnll`, the attack-side
-helper :class:`lit_robust.attacks.grad_mode.WithGradMode`. This module keeps the defense: the alternating
-stages (:class:`StageSchedule`), their losses, the template hooks and the logging.
+helper :class:`lit_robust.attacks.grad_mode.WithGradMode`, the stage schedule
+:mod:`lit_robust.defenses.wnll_schedule`. This module keeps the defense: the two stages' losses, the
+template hooks and the logging.
 """
 
 from __future__ import annotations
@@ -16,76 +17,22 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.optim import Optimizer
 from torch.utils.data import Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_robust.attacks.base import Attack
 from lit_robust.defenses.base import Batch, RobustClassifier
+from lit_robust.defenses.wnll_schedule import Stage, StageSchedule
 from lit_robust.functional.wnll import wnll_straight_through
 from lit_robust.models.modes import eval_mode
 from lit_robust.models.wnll_head import GRAD_MODES, WNLLClassifier, WNLLHead
 from lit_robust.models.wnll_network import TemplateBank, WNLLNetwork, as_wnll_network
-from lit_robust.validation import check_choice, check_int, check_optional_int, check_optional_real
+from lit_robust.validation import check_choice, check_int, check_optional_int
 
 VIEWS = ("surrogate", "exact", "softmax")
 LOSS_ROWS = ("all", "misclassified")
-Stage = Literal["softmax", "wnll"]
 
 __all__ = ["WNLL", "StageSchedule", "TemplateBank", "WNLLClassifier", "WNLLHead", "WNLLNetwork"]
-
-
-class StageSchedule:
-    """``cycles`` rounds of ``stage_a_epochs`` epochs of stage A then ``stage_b_epochs`` of stage B (0-based
-    epochs; later epochs repeat the last stage). With ``stage_b_lr``, stage B of round ``r`` (1-based) runs
-    at ``stage_b_lr / r`` and the stage-A rates come back with stage A; the rates to restore are state,
-    saved in the checkpoint (:meth:`state_dict`), so a run resumed inside stage B continues stage B at its
-    rate and returns to the right stage-A rates. ``None``: the optimizer's rates throughout.
-    """
-
-    def __init__(self, stage_a_epochs: int, stage_b_epochs: int, cycles: int, stage_b_lr: float | None):
-        self.stage_a_epochs = check_int("stage_a_epochs", stage_a_epochs, 0)
-        self.stage_b_epochs = check_int("stage_b_epochs", stage_b_epochs, 0)
-        if self.stage_a_epochs + self.stage_b_epochs == 0:
-            raise ValueError("stage_a_epochs and stage_b_epochs must not both be 0")
-        self.cycles = check_int("cycles", cycles, 1)
-        self.stage_b_lr = check_optional_real("stage_b_lr", stage_b_lr, 0, low_open=True)
-        self.stage_a_lrs: list[float] | None = None  # set while a stage-B round has replaced them
-
-    @property
-    def period(self) -> int:
-        return self.stage_a_epochs + self.stage_b_epochs
-
-    def stage_at(self, epoch: int) -> Stage:
-        """The stage of epoch ``epoch`` (0-based)."""
-        if epoch >= self.cycles * self.period:
-            return "wnll" if self.stage_b_epochs else "softmax"
-        return "softmax" if epoch % self.period < self.stage_a_epochs else "wnll"
-
-    def round_at(self, epoch: int) -> int:
-        """The round (1-based) of epoch ``epoch``; epochs past the schedule belong to the last."""
-        return min(epoch // self.period, self.cycles - 1) + 1
-
-    def set_learning_rates(self, epoch: int, optimizer: Optimizer) -> None:
-        """Entering epoch ``epoch``: switch ``optimizer``'s rates to stage B's, or back to stage A's."""
-        if self.stage_b_lr is None:
-            return
-        groups = optimizer.param_groups
-        if self.stage_at(epoch) == "wnll" and self.stage_a_lrs is None:
-            self.stage_a_lrs = [group["lr"] for group in groups]
-            for group in groups:
-                group["lr"] = self.stage_b_lr / self.round_at(epoch)
-        elif self.stage_at(epoch) == "softmax" and self.stage_a_lrs is not None:
-            for group, lr in zip(groups, self.stage_a_lrs, strict=True):
-                group["lr"] = lr
-            self.stage_a_lrs = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"stage_a_lrs": self.stage_a_lrs}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        lrs = state.get("stage_a_lrs")
-        self.stage_a_lrs = None if lrs is None else [float(lr) for lr in lrs]
 
 
 class WNLL(RobustClassifier):
@@ -212,6 +159,7 @@ class WNLL(RobustClassifier):
         self.set_stage(self.schedule.stage_at(self.current_epoch))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
         self.wnll_head.invalidate()  # the weights changed
 
     def on_train_end(self) -> None:

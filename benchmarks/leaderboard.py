@@ -1,0 +1,312 @@
+"""The robustness leaderboard on the embedded MNIST sample: train every row, score it by one protocol.
+
+    python benchmarks/leaderboard.py                 # every row of benchmarks/leaderboard_rows.py, in order
+    python benchmarks/leaderboard.py pgd_at trades   # only these rows
+    python benchmarks/leaderboard.py --list          # rows and their state
+    python benchmarks/leaderboard.py --smoke --out /tmp/lb   # two rows, tiny budgets (the test suite runs it)
+
+Each row is three ``lit-robust`` commands, printed and logged as they run (the exact commands behind
+its numbers, also kept in its ``row.json``):
+
+1. ``fit`` (the row's configs on the matched budget ``benchmarks/leaderboard/budget.yaml``) into
+   ``<runs>/<row>/fit``; an interrupted fit resumes from its ``last.ckpt``;
+2. for a weight sweep (a row ``group``), ``validate`` with APGD-CE + APGD-T at Linf 0.3 on the 400
+   validation digits: the group's point is the best worst case there, never chosen on test;
+3. ``test`` with ``configs/eval/leaderboard_mnist.yaml`` plus the paper's attacks (``eval.yaml``).
+
+Results go to ``<out>/<row>/``: ``report.md``, ``report.json``, ``weights.safetensors`` (the network's
+final state dict; it reproduces the scored logits exactly), ``config.yaml`` and ``eval.yaml`` (re-score
+without training: ``lit-robust test --config config.yaml --config eval.yaml --model.init_args.init_from
+weights.safetensors``) and ``row.json`` (the cache entry: the row's config key, the code version, the
+commands, timings, threads and versions). A re-run skips every row whose ``row.json`` has the same
+config key; a changed config retrains that row. After every row the leaderboard (``lit-robust compare``)
+is rewritten; ``--commit`` commits each finished row's folder at once, so a long run can stop anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_robust.leaderboard import write_leaderboard
+from lit_robust.loading import load_file, save_safetensors
+from lit_robust.report import PACKAGES, _version
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from leaderboard_rows import LEADERBOARD, ROWS, SMOKE_ROWS, Row  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = "configs/data/mnist_sample.yaml"
+BUDGET = f"{LEADERBOARD}/budget.yaml"
+PROTOCOL = "configs/eval/leaderboard_mnist.yaml"
+SELECTION = f"{LEADERBOARD}/select.yaml"
+SELECTION_METRIC = "val/worst_case_acc"
+HEADLINE = "autoattack_linf_0.3"
+
+
+# ----------------------------------------------------------------------------------- commands
+def lit_robust(*args: str) -> list[str]:
+    """The ``lit-robust`` command line (the venv's console script next to this Python)."""
+    return [str(Path(sys.executable).with_name("lit-robust")), *args]
+
+
+def shown(command: list[str]) -> str:
+    """``command`` as a user types it in the repository root: ``lit-robust ...``, relative paths."""
+    words = ["lit-robust", *command[1:]]
+    return " ".join(word.replace(f"{ROOT}/", "") for word in words)
+
+
+def config_args(*configs: str | Path) -> list[str]:
+    return [arg for config in configs for arg in ("--config", str(config))]
+
+
+def logger_args(runs: Path, row: str, version: str) -> list[str]:
+    """Logs of ``row``'s ``version`` (``fit``, ``select``, ``test``) in ``<runs>/<row>/<version>``."""
+    return [
+        f"--trainer.logger.init_args.save_dir={runs}",
+        f"--trainer.logger.init_args.name={row}",
+        f"--trainer.logger.init_args.version={version}",
+    ]
+
+
+def fit_command(row: Row, runs: Path, out: Path, smoke: bool) -> list[str]:
+    configs = [DATA, *row.configs, BUDGET] + ([f"{LEADERBOARD}/smoke.yaml"] if smoke else [])
+    command = lit_robust("fit", *config_args(*configs), *row.overrides, *logger_args(runs, row.name, "fit"))
+    if row.fine_tune_from:
+        command.append(f"--model.init_args.init_from={out / row.fine_tune_from / 'weights.safetensors'}")
+    last = runs / row.name / "fit" / "checkpoints" / "last.ckpt"
+    return command + ([f"--ckpt_path={last}"] if last.is_file() else [])
+
+
+def eval_config(row: Row, smoke: bool) -> dict[str, Any]:
+    """The protocol (or the smoke protocol) with the row's paper attacks added to ``budgets``."""
+    protocol = yaml.safe_load((ROOT / (f"{LEADERBOARD}/smoke_eval.yaml" if smoke else PROTOCOL)).read_text())
+    budgets = next(cb for cb in protocol["trainer"]["callbacks"] if cb["init_args"].get("name") == "budgets")
+    budgets["init_args"]["attacks"] += [dict(paper) for paper in row.paper_attacks]
+    return protocol
+
+
+# ----------------------------------------------------------------------------------- caching
+def config_key(row: Row, smoke: bool) -> str:
+    """A hash of everything the row's numbers depend on that is not library code: the row, the
+    contents of its config files and the protocol."""
+    files = [DATA, *row.configs, BUDGET, SELECTION] + ([f"{LEADERBOARD}/smoke.yaml"] if smoke else [])
+    payload = {
+        "row": [row.name, row.configs, row.overrides, row.group, row.fine_tune_from],
+        "files": {name: (ROOT / name).read_text() for name in files},
+        "eval": eval_config(row, smoke),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def code_version() -> str:
+    """``<commit>`` of the checkout, ``+dirty`` when ``lit_robust/`` has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "lit_robust", "configs", LEADERBOARD) else "")
+
+
+def finished(row: Row, out: Path, key: str) -> bool:
+    path = out / row.name / "row.json"
+    return path.is_file() and json.loads(path.read_text()).get("config_key") == key
+
+
+# ----------------------------------------------------------------------------------- running
+def run(command: list[str], log: Path) -> float:
+    """Run ``command`` in the repository root, appending its output to ``log``; seconds taken.
+
+    Raises:
+        RuntimeError: the command failed (the message holds the end of its output).
+    """
+    started = time.perf_counter()
+    with open(log, "a") as file:
+        file.write("\n$ " + " ".join(command) + "\n")
+        file.flush()
+        code = subprocess.run(command, cwd=ROOT, stdout=file, stderr=subprocess.STDOUT).returncode
+    if code:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"exit code {code}: {' '.join(command[:2])} ...\n{tail}")
+    return time.perf_counter() - started
+
+
+def export_weights(checkpoint: Path, target: Path) -> dict[str, Any]:
+    """The network's state dict of ``checkpoint`` as ``target`` (.safetensors); its training progress."""
+    state = load_file(checkpoint, "checkpoint")
+    prefix = "network."
+    weights = {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    save_safetensors(weights, target)
+    return state.get("training_progress") or {}
+
+
+def selection_score(log_dir: Path) -> float:
+    """The last ``val/worst_case_acc`` the selection run logged under ``log_dir``."""
+    values = []
+    for event_file in sorted(log_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        if SELECTION_METRIC in accumulator.Tags()["scalars"]:
+            values += [event.value for event in accumulator.Scalars(SELECTION_METRIC)]
+    if not values:
+        raise RuntimeError(f"the selection run logged no {SELECTION_METRIC} under {log_dir}")
+    return float(values[-1])
+
+
+def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str, Any]:
+    """Train (or resume), select and score ``row``; write its results folder; its ``row.json``."""
+    folder, work = out / row.name, runs / row.name
+    folder.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    done = work / "fit.done"  # holds the config key the finished fit trained
+    if done.is_file() and done.read_text() != key:
+        shutil.rmtree(work / "fit")  # trained by another config: start again
+        done.unlink()
+    log = work / "commands.log"
+    fit = fit_command(row, runs, out, smoke)
+    fit_seconds = run(fit, log) if not done.is_file() else 0.0
+    done.write_text(key)
+    last = work / "fit" / "checkpoints" / "last.ckpt"
+    progress = export_weights(last, folder / "weights.safetensors")
+    shutil.copyfile(work / "fit" / "config.yaml", folder / "config.yaml")
+    (folder / "eval.yaml").write_text(yaml.safe_dump(eval_config(row, smoke), sort_keys=False))
+    commands = {"fit": fit}
+    score = None
+    if row.group:
+        select = lit_robust(
+            "validate", *config_args(folder / "config.yaml", SELECTION), f"--ckpt_path={last}",
+            *logger_args(runs, row.name, "select"),
+        )  # fmt: skip
+        shutil.rmtree(work / "select", ignore_errors=True)
+        run(select, log)
+        score, commands["select"] = selection_score(work / "select"), select
+    test = lit_robust(
+        "test", *config_args(folder / "config.yaml", folder / "eval.yaml"), f"--ckpt_path={last}",
+        *logger_args(runs, row.name, "test"),
+    )  # fmt: skip
+    shutil.rmtree(work / "test", ignore_errors=True)
+    test_seconds = run(test, log)
+    commands["test"] = test
+    for name in ("report.json", "report.md"):
+        shutil.copyfile(work / "test" / name, folder / name)
+    record = {
+        "name": row.name,
+        "group": row.group,
+        "tags": list(row.tags),
+        "note": row.note,
+        "config_key": key,
+        "code_version": code_version(),
+        "smoke": smoke,
+        "commands": {step: shown(command) for step, command in commands.items()},
+        "validation_worst_case_acc": score,
+        "train_seconds": progress.get("train_seconds"),
+        "global_step": progress.get("global_step"),
+        "fit_wall_seconds": round(fit_seconds, 1),
+        "test_wall_seconds": round(test_seconds, 1),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "versions": {name: _version(name) for name in PACKAGES},
+    }
+    (folder / "row.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def mark_selected(rows: list[Row], out: Path) -> None:
+    """In every finished sweep, mark the row with the best validation worst case ``selected``
+    (ties: the first listed); unfinished sweeps get no mark."""
+    groups: dict[str, list[Path]] = {}
+    for row in rows:
+        if row.group:
+            groups.setdefault(row.group, []).append(out / row.name / "row.json")
+    for paths in groups.values():
+        if not all(path.is_file() for path in paths):
+            continue
+        records = [json.loads(path.read_text()) for path in paths]
+        best = max(range(len(records)), key=lambda i: (records[i]["validation_worst_case_acc"], -i))
+        for i, (path, record) in enumerate(zip(paths, records, strict=True)):
+            record["selected"] = i == best
+            path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def commit(paths: list[Path], message: str) -> None:
+    """``git add`` and commit only ``paths`` (anything else staged stays staged), retrying on a lock."""
+    names = [str(path.relative_to(ROOT)) for path in paths if path.exists()]
+    for _ in range(5):
+        added = subprocess.run(["git", "add", "--", *names], cwd=ROOT, capture_output=True)
+        committed = subprocess.run(["git", "commit", "-q", "-m", message, "--", *names], cwd=ROOT)
+        if added.returncode == 0 and committed.returncode in (0, 1):  # 1: nothing changed
+            return
+        time.sleep(5)
+    print(f"  could not commit {names}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", nargs="*", help="row names (default: all, in order)")
+    parser.add_argument("--out", type=Path, help="results (default benchmarks/results/mnist_sample)")
+    parser.add_argument("--runs", type=Path, default=None, help="training logs (default runs/leaderboard)")
+    parser.add_argument("--smoke", action="store_true", help="two rows on tiny budgets")
+    parser.add_argument("--list", action="store_true", help="print the rows and their state, run nothing")
+    parser.add_argument("--commit", action="store_true", help="git-commit each row's results when done")
+    args = parser.parse_args(argv)
+    table = SMOKE_ROWS if args.smoke else ROWS
+    default_out, default_runs = (
+        ("runs/leaderboard_smoke/results", "runs/leaderboard_smoke/runs")
+        if args.smoke
+        else ("benchmarks/results/mnist_sample", "runs/leaderboard")
+    )
+    out, runs = (args.out or ROOT / default_out).resolve(), (args.runs or ROOT / default_runs).resolve()
+    unknown = sorted(set(args.rows) - {row.name for row in table})
+    if unknown:
+        parser.error(f"unknown rows {unknown}; known: {[row.name for row in table]}")
+    chosen = [row for row in table if not args.rows or row.name in args.rows]
+    keys = {row.name: config_key(row, args.smoke) for row in chosen}
+    if args.list:
+        for row in chosen:
+            print(f"{row.name:32s} {'done' if finished(row, out, keys[row.name]) else 'to run'}  {row.note}")
+        return 0
+    failures = []
+    started = time.perf_counter()
+    for index, row in enumerate(chosen, 1):
+        prefix = f"[{index}/{len(chosen)}] {row.name}"
+        if finished(row, out, keys[row.name]):
+            print(f"{prefix}: finished earlier (config key {keys[row.name]}), skipped", flush=True)
+            continue
+        print(f"{prefix}: running (log: {runs / row.name / 'commands.log'})", flush=True)
+        row_started = time.perf_counter()
+        try:
+            record = run_row(row, runs, out, args.smoke, keys[row.name])
+        except (RuntimeError, OSError) as error:
+            print(f"{prefix}: FAILED: {error}", file=sys.stderr, flush=True)
+            failures.append(row.name)
+            continue
+        minutes, total = (time.perf_counter() - row_started) / 60, (time.perf_counter() - started) / 60
+        timing = f"fit {record['fit_wall_seconds']:.0f} s, test {record['test_wall_seconds']:.0f} s"
+        print(f"{prefix}: done in {minutes:.1f} min ({timing}; {total:.1f} min so far)", flush=True)
+        mark_selected(table, out)
+        written = write_leaderboard(sorted(out.glob("*/report.json")), out, headline=HEADLINE)
+        if args.commit:
+            message = f"Leaderboard row {row.name} (config {keys[row.name]})"
+            commit([out / row.name, *written.values()], message)
+    if failures:
+        print(f"{len(failures)} row(s) failed: {failures}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

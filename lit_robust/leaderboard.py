@@ -1,0 +1,545 @@
+"""The leaderboard: compare any set of runs from their ``report.json`` files.
+
+``lit-robust compare RUN_OR_REPORT...`` reads every report (a run folder is searched recursively),
+and writes into ``--out`` (default ``leaderboard/``):
+
+* ``leaderboard.md`` — one row per completed run: clean accuracy, the headline AutoAttack accuracy,
+  the worst case over every attack, the most favourable number of the paper's own protocol
+  (attacks named ``*_paper``) and its *masking gap* to AutoAttack at the same threat model and eps,
+  the gradient-masking flags, DeepFool's median L2, the cost of a training step relative to a
+  reference run, and the training time. Runs that did not complete are listed apart, with no numbers;
+* ``leaderboard.json`` — the same rows as data, with the headline and the reports read;
+* ``robust_vs_eps_<threat model>.png`` — per run, the lowest accuracy over its attacks at each eps;
+* ``clean_vs_autoattack.png`` — clean against headline accuracy, marker area by step cost.
+
+Accuracies are fractions in [0, 1] exactly as each report states them: robust accuracies are of the
+attacked subset (clean mistakes count as not robust), clean accuracy of the whole test split.
+A ``row.json`` beside a report (written by the benchmark) may name the run (``name``) and give its
+training time (``train_seconds``, which overrides the report's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from lit_robust.report import write_atomic
+
+REPORT = "report.json"
+ROW = "row.json"
+DEFAULT_HEADLINE = "autoattack_linf_0.3"
+STANDARD_TRAINING = "StandardTraining"
+COLUMNS = (
+    "run",
+    "defense",
+    "clean",
+    "headline AutoAttack",
+    "worst case",
+    "paper protocol (attack: acc)",
+    "masking gap",
+    "masking flags",
+    "DeepFool median L2",
+    "step cost ×",
+    "train time (min)",
+)
+
+
+@dataclass
+class Run:
+    """One run: its display ``name``, the ``path`` of its report.json, the ``report`` and the
+    benchmark's ``row`` (``{}`` when there is no row.json)."""
+
+    name: str
+    path: Path
+    report: dict[str, Any]
+    row: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        """Whether the run's command completed (an incomplete report has no numbers)."""
+        return bool(self.report.get("run", {}).get("completed", True))
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def find_reports(paths: Sequence[str | Path]) -> list[Path]:
+    """The report.json files of ``paths``, sorted and without duplicates.
+
+    Each path is a report file or a directory searched recursively for ``report.json``.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or a directory holds no report.json.
+    """
+    if not paths:
+        raise FileNotFoundError("no run folder or report.json given")
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        if path.is_dir():
+            reports = [p for p in path.rglob(REPORT) if p.is_file()]
+            if not reports:
+                raise FileNotFoundError(f"{path}: no {REPORT} in this directory or below it")
+            found.update(reports)
+        else:
+            found.add(path)
+    return sorted(found, key=lambda p: p.as_posix())
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """Every run of ``paths`` (see :func:`find_reports`), named by its row.json's ``name``, else by its
+    folder's path relative to the common parent of all runs (its folder name when there is one run).
+
+    Raises:
+        FileNotFoundError: as :func:`find_reports`.
+        ValueError: a report or row.json is not a JSON object.
+    """
+    reports = find_reports(paths)
+    folders = [report.resolve().parent for report in reports]
+    parent = Path(os.path.commonpath(folders))
+    runs = []
+    for report, folder in zip(reports, folders, strict=True):
+        row_path = report.parent / ROW
+        row = _read_json(row_path) if row_path.is_file() else {}
+        relative = folder.relative_to(parent).as_posix()
+        name = row.get("name") or (folder.name if relative == "." else relative)
+        runs.append(Run(name=str(name), path=report, report=_read_json(report), row=row))
+    return runs
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable JSON file ({error})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------ rows
+
+
+def leaderboard_rows(
+    runs: Sequence[Run], headline: str = DEFAULT_HEADLINE, reference: str | None = None
+) -> list[dict[str, Any]]:
+    """One row per completed run, sorted by headline accuracy (highest first, unknown last), then name.
+
+    Keys: ``name``, ``model``, ``network``, ``clean_acc``, ``headline_acc`` (``robust_acc[headline]``),
+    ``worst_case_acc`` (fractions in [0, 1] or None); ``masking_flags`` (count of failed checks or None)
+    and ``masking_failed`` (their names); ``paper_attack`` and ``paper_acc`` (the ``*_paper`` attack
+    with the highest accuracy, preferring those AutoAttack also ran at); ``masking_gap`` (``paper_acc``
+    minus AutoAttack's accuracy at the paper attack's threat model and eps, None where AutoAttack was not
+    run; a difference of fractions); ``train_seconds``
+    (wall-clock seconds of training steps); ``step_cost`` (seconds per optimizer step divided by the
+    reference run's: ``reference`` names it, default the first StandardTraining run); ``median_l2`` and
+    ``rho2`` (DeepFool's minimal perturbation, pixel units, and relative to the input norm).
+
+    Raises:
+        ValueError: ``reference`` names no completed run.
+    """
+    completed = [run for run in runs if run.completed]
+    base = reference_run(completed, reference)
+    base_cost = _step_seconds(base) if base is not None else None
+    rows = [_row(run, headline, base_cost) for run in completed]
+    return sorted(rows, key=lambda r: (r["headline_acc"] is None, -(r["headline_acc"] or 0.0), r["name"]))
+
+
+def reference_run(runs: Sequence[Run], reference: str | None = None) -> Run | None:
+    """The completed run named ``reference``, or (default) the first StandardTraining run, or None.
+
+    Raises:
+        ValueError: ``reference`` names no completed run.
+    """
+    completed = [run for run in runs if run.completed]
+    if reference is None:
+        return next((run for run in completed if run.report.get("model") == STANDARD_TRAINING), None)
+    for run in completed:
+        if run.name == reference:
+            return run
+    names = ", ".join(run.name for run in completed) or "none"
+    raise ValueError(f"reference run {reference!r} is not among the completed runs ({names})")
+
+
+def incomplete_runs(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """``{name, command, status}`` of every run that did not complete, by name."""
+    entries = [
+        {
+            "name": run.name,
+            "command": run.report["run"].get("command"),
+            "status": run.report["run"].get("status"),
+        }
+        for run in runs
+        if not run.completed
+    ]
+    return sorted(entries, key=lambda entry: entry["name"])
+
+
+def _row(run: Run, headline: str, base_cost: float | None) -> dict[str, Any]:
+    report = run.report
+    robust = {name: _number(value) for name, value in (report.get("robust_acc") or {}).items()}
+    paper_attack, paper_acc = _paper_attack(report, robust)
+    masking_flags, masking_failed = _masking(report.get("masking"))
+    step_seconds = _step_seconds(run)
+    deepfool = _deepfool(report.get("minimal_perturbation") or {})
+    return {
+        "name": run.name,
+        "model": report.get("model"),
+        "network": report.get("network"),
+        "clean_acc": _number(report.get("clean_acc")),
+        "headline_acc": robust.get(headline),
+        "worst_case_acc": _number(report.get("worst_case_acc")),
+        "masking_flags": masking_flags,
+        "masking_failed": masking_failed,
+        "paper_attack": paper_attack,
+        "paper_acc": paper_acc,
+        "masking_gap": _masking_gap(report, robust, paper_attack, paper_acc),
+        "train_seconds": _train_seconds(run),
+        "step_cost": step_seconds / base_cost if step_seconds is not None and base_cost else None,
+        "median_l2": _number(deepfool.get("median_l2")),
+        "rho2": _number(deepfool.get("rho2")),
+    }
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float; None when absent, not a number or NaN (infinity stays: a median L2 can be)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def is_paper_attack(name: str) -> bool:
+    """Whether an attack runs a paper's own protocol: named ``*_paper`` (or ``*_paper_<budget>``)."""
+    return name.endswith("_paper") or "_paper_" in name
+
+
+def _paper_attack(report: dict[str, Any], robust: dict[str, float | None]) -> tuple[str | None, float | None]:
+    """The paper attack with the highest accuracy among those AutoAttack was also run at (same threat
+    model and eps), else among all; ties: the first name. (None, None) without paper attacks."""
+    scored = sorted((name, acc) for name, acc in robust.items() if is_paper_attack(name) and acc is not None)
+    comparable = [item for item in scored if _autoattack_acc(report, robust, item[0]) is not None]
+    candidates = comparable or scored
+    return max(candidates, key=lambda item: item[1]) if candidates else (None, None)
+
+
+def _attacks(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The settings of every attack of every evaluation of the report (duplicates included)."""
+    return [attack for evaluation in report.get("evaluations") or [] for attack in evaluation["attacks"]]
+
+
+def _masking_gap(
+    report: dict[str, Any], robust: dict[str, float | None], paper_attack: str | None, paper_acc: float | None
+) -> float | None:
+    """``paper_acc`` minus AutoAttack's accuracy at the paper attack's threat model and eps; None when
+    either is unknown (a paper attack in a threat model AutoAttack was not run in has no gap)."""
+    if paper_attack is None or paper_acc is None:
+        return None
+    autoattack = _autoattack_acc(report, robust, paper_attack)
+    return None if autoattack is None else paper_acc - autoattack
+
+
+def _autoattack_acc(
+    report: dict[str, Any], robust: dict[str, float | None], attack_name: str
+) -> float | None:
+    """The lowest accuracy of the AutoAttack runs at ``attack_name``'s threat model and eps, or None."""
+    attacks = _attacks(report)
+    target = next((a for a in attacks if a.get("name") == attack_name), None)
+    if target is None:
+        return None
+    matching = [
+        robust.get(a["name"])
+        for a in attacks
+        if a.get("class") == "AutoAttack"
+        and a.get("threat_model") == target.get("threat_model")
+        and _same_eps(a.get("eps"), target.get("eps"))
+    ]
+    matching = [acc for acc in matching if acc is not None]
+    return min(matching) if matching else None
+
+
+def _same_eps(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def _masking(masking: dict[str, Any] | None) -> tuple[int | None, list[str]]:
+    """The count of raised gradient-masking flags (None without checks) and the failed checks' names."""
+    if not masking:
+        return None, []
+    failed = sorted(
+        key.removesuffix("_flag")
+        for key, value in masking.items()
+        if key.endswith("_flag") and not key.startswith("robust_acc/") and _number(value) == 1.0
+    )
+    count = _number(masking.get("flags"))
+    return (len(failed) if count is None else int(count)), failed
+
+
+def _deepfool(minimal: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """DeepFool's minimal-perturbation statistics (``deepfool_l2`` first), or ``{}``."""
+    names = sorted(
+        (name for name in minimal if name.startswith("deepfool")), key=lambda n: (n != "deepfool_l2", n)
+    )
+    return minimal[names[0]] if names else {}
+
+
+def _train_seconds(run: Run) -> float | None:
+    """Wall-clock seconds of training steps: row.json's, else the report's checkpoint progress's."""
+    if _number(run.row.get("train_seconds")) is not None:
+        return _number(run.row["train_seconds"])
+    return _number((run.report.get("checkpoint_progress") or {}).get("train_seconds"))
+
+
+def _step_seconds(run: Run) -> float | None:
+    """Seconds per optimizer step (training time over ``global_step``), or None when unknown."""
+    seconds = _train_seconds(run)
+    steps = _number((run.report.get("checkpoint_progress") or {}).get("global_step"))
+    return seconds / steps if seconds is not None and steps else None
+
+
+# -------------------------------------------------------------------------------------------- markdown
+
+
+def render_markdown(
+    rows: Sequence[dict[str, Any]],
+    headline: str = DEFAULT_HEADLINE,
+    incomplete: Sequence[dict[str, Any]] = (),
+    reference: str | None = None,
+) -> str:
+    """The leaderboard as a Markdown page: a header, the table of ``rows`` (see :func:`leaderboard_rows`)
+    and the ``incomplete`` runs (see :func:`incomplete_runs`); ``reference`` names the step-cost base."""
+    base = f"`{_cell(reference)}`" if reference else "the reference run"
+    lines = [
+        "# Leaderboard",
+        "",
+        f"Headline: AutoAttack robust accuracy `{_cell(headline)}`.",
+        "Robust accuracies are fractions of the attacked subset as each report states (clean mistakes",
+        "count as not robust); clean accuracy is of the whole test split. Masking gap: the paper",
+        "protocol's accuracy minus AutoAttack's at the same threat model and eps, in percentage points.",
+        f"Step cost: seconds per training step over {base}'s.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    if not rows:
+        lines.append("| " + " | ".join(["(no completed runs)"] + [""] * (len(COLUMNS) - 1)) + " |")
+    if incomplete:
+        lines += ["", "## Incomplete runs (no results)", ""]
+        lines += [
+            f"- `{_cell(entry['name'])}`: `lit-robust {entry.get('command')}` did not complete: "
+            f"{entry.get('status')}"
+            for entry in incomplete
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    paper = (
+        "n/a"
+        if row["paper_attack"] is None
+        else f"`{_cell(row['paper_attack'])}`: {_percent(row['paper_acc'])}"
+    )
+    flags = "n/a" if row["masking_flags"] is None else str(row["masking_flags"])
+    if row["masking_failed"]:
+        flags += " (" + ", ".join(_cell(name) for name in row["masking_failed"]) + ")"
+    gap = "n/a" if row["masking_gap"] is None else f"{100 * row['masking_gap']:+.1f} pp"
+    minutes = None if row["train_seconds"] is None else row["train_seconds"] / 60
+    return [
+        _cell(row["name"]),
+        f"{_cell(row['model'])} ({_cell(row['network'])})",
+        _percent(row["clean_acc"]),
+        _percent(row["headline_acc"]),
+        _percent(row["worst_case_acc"]),
+        paper,
+        gap,
+        flags,
+        _format(row["median_l2"], ".3g"),
+        _format(row["step_cost"], ".2f"),
+        _format(minutes, ".1f"),
+    ]
+
+
+def _percent(value: float | None) -> str:
+    """A fraction as a percentage with one decimal (``0.971`` → ``97.1%``), ``n/a`` when unknown."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _format(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _cell(text: Any) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+
+def eps_points(report: dict[str, Any]) -> dict[str, dict[float, float]]:
+    """``{threat model: {eps: lowest accuracy over the run's attacks at that threat model and eps}}``.
+
+    Accuracies come from ``robust_acc`` (AutoAttack's included), else from the gradient-masking
+    checks' ``masking["robust_acc/<attack>"]``; attacks without an eps (minimal ones) are left out.
+    """
+    robust = report.get("robust_acc") or {}
+    masking = report.get("masking") or {}
+    points: dict[str, dict[float, float]] = defaultdict(dict)
+    for attack in _attacks(report):
+        eps, threat = _number(attack.get("eps")), attack.get("threat_model")
+        name = attack.get("name")
+        acc = _number(robust.get(name, masking.get(f"robust_acc/{name}")))
+        if eps is None or threat is None or acc is None:
+            continue
+        key = round(eps, 9)
+        points[threat][key] = min(acc, points[threat].get(key, math.inf))
+    return dict(points)
+
+
+def plot_robust_vs_eps(runs: Sequence[Run], out_dir: str | Path) -> dict[str, Path]:
+    """One PNG per threat model at which some run has two or more eps, ``robust_vs_eps_<threat>.png``:
+    per run, the lowest accuracy over its attacks at each eps; returns ``{file stem: path}``."""
+
+    curves: dict[str, dict[str, dict[float, float]]] = defaultdict(dict)
+    for run in runs:
+        if run.completed:
+            for threat, points in eps_points(run.report).items():
+                curves[threat][run.name] = points
+    written = {}
+    for threat in sorted(curves):
+        if max(len(points) for points in curves[threat].values()) < 2:
+            continue
+        figure = Figure(figsize=(6, 4), layout="constrained")
+        axes = figure.add_subplot()
+        for name, points in sorted(curves[threat].items()):
+            eps = sorted(points)
+            axes.plot(eps, [100 * points[e] for e in eps], "o-", label=name)
+        axes.set(xlabel=f"eps ({threat})", ylabel="robust accuracy (%)", ylim=(-2, 102))
+        axes.set_title(f"{threat}: lowest accuracy over attacks at each eps")
+        axes.legend(fontsize="small")
+        stem = f"robust_vs_eps_{threat}"
+        written[stem] = _save(figure, Path(out_dir) / f"{stem}.png")
+    return written
+
+
+def plot_clean_vs_autoattack(
+    rows: Sequence[dict[str, Any]], out_dir: str | Path, headline: str
+) -> Path | None:
+    """``clean_vs_autoattack.png``: clean (x) against headline accuracy (y) of every row that has both,
+    marker area proportional to the step cost (fixed when unknown), each point named; None without points."""
+
+    points = [row for row in rows if row["clean_acc"] is not None and row["headline_acc"] is not None]
+    if not points:
+        return None
+    figure = Figure(figsize=(6, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    for row in points:
+        x, y = 100 * row["clean_acc"], 100 * row["headline_acc"]
+        size = 60.0 if row["step_cost"] is None else max(10.0, 60.0 * row["step_cost"])
+        axes.scatter([x], [y], s=size, alpha=0.7)
+        axes.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize="small")
+    axes.set(xlabel="clean accuracy (%)", ylabel=f"{headline} accuracy (%)", xlim=(-2, 102), ylim=(-2, 102))
+    axes.set_title("clean against AutoAttack accuracy (marker area: step cost)")
+    return _save(figure, Path(out_dir) / "clean_vs_autoattack.png")
+
+
+def _save(figure: Any, path: Path) -> Path:
+    """Save ``figure`` as PNG at ``path`` atomically (temporary file beside it, then rename)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        figure.savefig(temporary, format="png", dpi=100)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def write_leaderboard(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    headline: str = DEFAULT_HEADLINE,
+    reference: str | None = None,
+) -> dict[str, Path]:
+    """Write ``leaderboard.md``, ``leaderboard.json`` and the figures of the runs of ``paths`` into
+    ``out_dir``; returns ``{file stem: path}``. Report paths in the JSON are relative to ``out_dir``.
+
+    Raises:
+        FileNotFoundError: as :func:`find_reports`.
+        ValueError: an unreadable report, or a ``reference`` that names no completed run.
+    """
+    out_dir = Path(out_dir)
+    runs = load_runs(paths)
+    rows = leaderboard_rows(runs, headline, reference)
+    base = reference_run(runs, reference)
+    incomplete = incomplete_runs(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {"leaderboard": out_dir / "leaderboard.md", "leaderboard_json": out_dir / "leaderboard.json"}
+    base_name = base.name if base is not None else None
+    write_atomic(written["leaderboard"], render_markdown(rows, headline, incomplete, base_name))
+    data = {
+        "headline": headline,
+        "reference": base_name,
+        "reports": [_relative(run.path, out_dir) for run in runs],
+        "rows": rows,
+        "incomplete": incomplete,
+    }
+    write_atomic(written["leaderboard_json"], json.dumps(data, indent=2, allow_nan=True) + "\n")
+    written.update(plot_robust_vs_eps(runs, out_dir))
+    scatter = plot_clean_vs_autoattack(rows, out_dir, headline)
+    if scatter is not None:
+        written["clean_vs_autoattack"] = scatter
+    return written
+
+
+def _relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` where possible (POSIX separators), else absolute."""
+    try:
+        return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+    except ValueError:  # another drive
+        return path.resolve().as_posix()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``lit-robust compare RUN_OR_REPORT... [--out DIR] [--headline NAME] [--reference NAME]``:
+    write the leaderboard, print its table and the paths written; 2 on a missing or unreadable input."""
+    parser = argparse.ArgumentParser(
+        prog="lit-robust compare",
+        description="Compare runs: a leaderboard (Markdown, JSON) and figures from their report.json files.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="RUN_OR_REPORT", help="report.json files or run folders")
+    parser.add_argument("--out", default="leaderboard", help="output folder (default: %(default)s)")
+    parser.add_argument("--headline", default=DEFAULT_HEADLINE, help="headline attack (default: %(default)s)")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="run whose step time is 1x (default: the first StandardTraining run)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        written = write_leaderboard(args.paths, args.out, args.headline, args.reference)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"lit-robust compare: error: {error}", file=sys.stderr)
+        return 2
+    print(written["leaderboard"].read_text(), end="")
+    print()
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
