@@ -81,8 +81,13 @@ def logger_args(runs: Path, row: str, version: str) -> list[str]:
     ]
 
 
+def fit_configs(row: Row, smoke: bool) -> list[str]:
+    """The data, the row's configs, the budget, the row's own schedule (and the smoke budget)."""
+    return [DATA, *row.configs, BUDGET, *row.schedule] + ([f"{LEADERBOARD}/smoke.yaml"] if smoke else [])
+
+
 def fit_command(row: Row, runs: Path, out: Path, smoke: bool) -> list[str]:
-    configs = [DATA, *row.configs, BUDGET] + ([f"{LEADERBOARD}/smoke.yaml"] if smoke else [])
+    configs = fit_configs(row, smoke)
     command = lit_robust("fit", *config_args(*configs), *row.overrides, *logger_args(runs, row.name, "fit"))
     if row.fine_tune_from:
         command.append(f"--model.init_args.init_from={out / row.fine_tune_from / 'weights.safetensors'}")
@@ -102,7 +107,7 @@ def eval_config(row: Row, smoke: bool) -> dict[str, Any]:
 def config_key(row: Row, smoke: bool) -> str:
     """A hash of everything the row's numbers depend on that is not library code: the row, the
     contents of its config files and the protocol."""
-    files = [DATA, *row.configs, BUDGET, SELECTION] + ([f"{LEADERBOARD}/smoke.yaml"] if smoke else [])
+    files = [*fit_configs(row, smoke), SELECTION]
     payload = {
         "row": [row.name, row.configs, row.overrides, row.group, row.fine_tune_from],
         "files": {name: (ROOT / name).read_text() for name in files},

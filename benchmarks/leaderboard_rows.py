@@ -21,7 +21,8 @@ class Row:
 
     Attributes:
         name: folder and display name.
-        configs: ``fit`` configs after the data and the budget (``configs/...`` or ``benchmarks/...``).
+        configs: ``fit`` configs after the data config, before the budget (paths from the repository root).
+        schedule: configs after the budget: a paper's own recipe where it overrides the matched budget.
         overrides: ``fit`` command-line arguments after the configs (``--model.init_args.lam=0.1``).
         group: the weight sweep this row belongs to (selection on validation), or ``None``.
         fine_tune_from: the row whose final weights this one starts from (``init_from``).
@@ -34,6 +35,7 @@ class Row:
     name: str
     configs: tuple[str, ...]
     overrides: tuple[str, ...] = ()
+    schedule: tuple[str, ...] = ()
     group: str | None = None
     fine_tune_from: str | None = None
     paper_attacks: tuple[dict, ...] = ()
@@ -55,16 +57,22 @@ FLOW = attack("FlowPGD", "flow_pgd100_0.5px_paper", eps=0.5, steps=100, units="p
 
 AT = f"{LEADERBOARD}/adversary_pgd20.yaml"
 TRADES_OBJECTIVE = f"{LEADERBOARD}/adversary_trades_pgd20.yaml"
+IGR = "configs/model/input_gradient.yaml"
+SMALL_CNN = "configs/network/small_cnn.yaml"
+DEEP_DEFENSE = ("configs/model/deep_defense.yaml", SMALL_CNN)
+WNLL = ("configs/model/wnll.yaml", f"{LEADERBOARD}/wnll_schedule.yaml")
 
 
-def sweep(name: str, config: str, weight: str, values: list[float], paper: float, **kwargs) -> list[Row]:
+def sweep(
+    name: str, configs: str | tuple[str, ...], weight: str, values: list[float], paper: float, **kwargs
+) -> list[Row]:
     """The three rows of a weight sweep; the paper's (or spec's) value is one of them."""
     assert paper in values, (name, paper, values)
     overrides = tuple(kwargs.pop("overrides", ()))
     return [
         Row(
             f"{name}_{weight}{value:g}",
-            (config,),
+            (configs,) if isinstance(configs, str) else configs,
             (f"--model.init_args.{weight}={value}", *overrides),
             group=name,
             tags=("paper_setting",) if value == paper else (),
@@ -133,6 +141,24 @@ ROWS: list[Row] = [
         ("configs/model/local_flatness.yaml", TRADES_OBJECTIVE),
         ("--model.init_args.steps=5", "--model.init_args.alpha=0.08"),
         paper_attacks=(PGD40,),
+    ),
+    *sweep(
+        "deep_defense",
+        DEEP_DEFENSE,
+        "lam",
+        [1.5, 15.0, 150.0],
+        15.0,
+        schedule=(f"{LEADERBOARD}/deep_defense_schedule.yaml",),
+        fine_tune_from="standard",
+        note="fine-tunes the standard row's SmallCNN by the paper's schedule (5 epochs of SGD 5e-4); "
+        "the paper fine-tunes its LeNet",
+    ),  # fmt: skip
+    Row("wnll", WNLL, paper_attacks=(BIM,), note="one round: 16 epochs of stage A, 4 of stage B"),
+    Row(
+        "wnll_pgd_at",
+        (*WNLL, AT),
+        paper_attacks=(BIM,),
+        note="the WNLL paper's robust setting: stage A is PGD-AT",
     ),
     Row(
         "local_flatness_k40",

@@ -1,4 +1,5 @@
-"""``lit-robust fit|validate|test|predict --config ...``: a LightningCLI over every defense and DataModule.
+"""``lit-robust fit|validate|test|predict --config ...``: a LightningCLI over every defense and DataModule;
+``lit-robust compare RUN...`` writes a leaderboard of finished runs (:mod:`lit_robust.leaderboard`).
 
 * The model is any :class:`RobustClassifier` subclass and the data any :class:`ImageDataModule`
   subclass, chosen by ``class_path`` in YAML; the CLI's class lookup is the registry.
@@ -43,6 +44,7 @@ from lit_robust.callbacks.checkpoint import RunCheckpoint
 from lit_robust.callbacks.robustness_evaluation import RobustnessEvaluation
 from lit_robust.data.base import ImageDataModule
 from lit_robust.defenses.base import RobustClassifier
+from lit_robust.leaderboard import main as compare_runs
 from lit_robust.loading import refusal
 from lit_robust.metrics import ACC, ROBUST_ACC, SUBSET_ACC, WORST_CASE_ACC, metric, per_attack
 from lit_robust.report import write_incomplete_report, write_report
@@ -317,7 +319,12 @@ def format_summary(metrics: Mapping[str, object], log_dir: str | None = None, ch
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lit-robust`` console script; ``args`` defaults to ``sys.argv[1:]``."""
+    """Entry point of the ``lit-robust`` console script; ``args`` defaults to ``sys.argv[1:]``.
+    ``lit-robust compare RUN...`` compares finished runs (:mod:`lit_robust.leaderboard`); every other
+    subcommand is Lightning's (``fit``, ``validate``, ``test``, ``predict``)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["compare"]:
+        raise SystemExit(compare_runs(argv[1:]))
     LitRobustCLI(args=args)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from lit_robust.attacks import PGD, Transfer
-from lit_robust.report import attack_settings, eps_curves, progress_text
+from lit_robust.report import attack_settings, eps_curves, progress_text, render_markdown
 from tests.helpers import tiny_cnn
 
 
@@ -30,3 +30,24 @@ def test_the_report_says_how_far_the_scored_checkpoint_was_trained():
     assert unfinished == " (written after epoch 3 of 10: training had not finished)"
     assert progress_text({"epochs_completed": 10, "max_epochs": 10}).endswith("training finished)")
     assert progress_text(None) == ""
+
+
+def test_the_report_shows_training_time_and_named_evaluations():
+    progress = {"epochs_completed": 20, "max_epochs": 20, "global_step": 580, "train_seconds": 126.0}
+    expected = " (written after epoch 20 of 20: training finished; 2.1 min of training steps)"
+    assert progress_text(progress) == expected
+    report = {
+        "model": "StandardTraining", "network": "SmallCNN", "checkpoint": "last.ckpt",
+        "checkpoint_progress": progress, "created": "now", "seed": 0,
+        "run": {"command": "test", "completed": True, "status": "finished"},
+        "hardware": {"device": "cpu", "processes": 1}, "clean_acc": 0.99, "subset_clean_acc": 0.99,
+        "robust_acc": {"autoattack_linf_0.3": 0.5}, "worst_case_acc": 0.5,
+        "named_worst_case_acc": {"budgets": 0.25}, "eps_curves": {}, "minimal_perturbation": {},
+        "masking": {}, "versions": {},
+        "evaluations": [{"callback": "RobustnessEvaluation", "name": "budgets", "num_samples": 200, "seed": 0,
+                         "attacks": []}],
+    }  # fmt: skip
+    page = render_markdown(report)
+    assert "| **worst case over the main evaluation's attacks** | **50.00%** |" in page
+    assert "| worst case over the attacks of evaluation `budgets` | 25.00% |" in page
+    assert "- RobustnessEvaluation `budgets`: 200 samples, seed 0" in page

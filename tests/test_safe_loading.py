@@ -17,7 +17,7 @@ from lit_robust.attacks import FGSM, Transfer
 from lit_robust.cli import main
 from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.base import load_network_state
-from lit_robust.loading import SafeCheckpointIO, UnsafeFileError, load_file
+from lit_robust.loading import SafeCheckpointIO, UnsafeFileError, load_file, save_safetensors
 from tests.helpers import CONFIGS, config_args, quick_trainer, tiny_cnn, tiny_data
 
 BASE = [CONFIGS / "data" / "synthetic.yaml", CONFIGS / "model" / "standard.yaml"]
@@ -144,3 +144,18 @@ def test_init_from_is_not_opened_when_a_checkpoint_is_restored(tmp_path):
     )  # init_from names no file: opening it would raise
     for first, second in zip(model.parameters(), restored.parameters(), strict=True):
         assert torch.equal(first, second)
+
+
+def test_safetensors_weights_round_trip_into_init_from(tmp_path):
+    """``.safetensors`` (tensors only: nothing in it can run) is an ``init_from`` format: the network
+    starts from exactly the saved weights; a damaged file is refused with its name."""
+    trained = tiny_cnn(seed=1)
+    path = save_safetensors(trained.state_dict(), tmp_path / "weights.safetensors")
+    model = StandardTraining(network=tiny_cnn(seed=2), num_classes=4, init_from=str(path))
+    model.on_fit_start()  # where a Trainer loads init_from
+    for name, value in trained.state_dict().items():
+        assert torch.equal(model.network.state_dict()[name], value), name
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ValueError, match="broken.safetensors' is not a readable .safetensors file"):
+        load_file(broken, "init_from")

@@ -185,3 +185,29 @@ def test_eps_sweep_is_logged_as_scalars_and_a_curve(tmp_path, trained_tiny):
     events = EventAccumulator(str(logger.log_dir))
     events.Reload()
     assert events.Tags()["images"] == ["test/robust_acc_vs_eps/fgsm_linf"]  # PGD has one eps: no curve
+
+
+def test_a_named_evaluation_logs_its_own_subset_and_worst_case_beside_the_main_one(tmp_path):
+    """Two evaluations of one run (the leaderboard's 500-digit headline and 200-digit budgets) must
+    not overwrite each other's subset and worst-case accuracies; attack names stay their own."""
+    main = RobustnessEvaluation([FGSM(0.1)], num_samples=32)
+    budgets = RobustnessEvaluation([FGSM(0.3), PGD(0.3, steps=2)], num_samples=8, name="budgets")
+    model = StandardTraining(network=tiny_cnn(), num_classes=NUM_CLASSES)
+    trainer = quick_trainer(tmp_path, callbacks=[main, budgets], inference_mode=False)
+    trainer.test(model, datamodule=tiny_data(), verbose=False)
+    logged = trainer.callback_metrics
+    worst = {"test/worst_case_acc", "test/worst_case_acc/budgets"}
+    assert worst | {"test/subset_acc", "test/subset_acc/budgets"} <= set(logged)
+    # each worst case is over its own attacks on its own subset: at most its hardest attack's accuracy
+    assert logged["test/worst_case_acc/budgets"] <= logged["test/robust_acc/pgd_linf_0.3"]
+    assert logged["test/worst_case_acc"] == logged["test/robust_acc/fgsm_linf_0.1"]
+    assert budgets.metric_names("val") == {
+        "val/subset_acc/budgets", "val/worst_case_acc/budgets",
+        "val/robust_acc/fgsm_linf_0.3", "val/robust_acc/pgd_linf_0.3",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["", "a/b", 3])
+def test_an_evaluation_name_must_be_a_plain_word(name):
+    with pytest.raises(ValueError, match="name must be a non-empty string"):
+        RobustnessEvaluation([FGSM(0.1)], name=name)

@@ -1,0 +1,151 @@
+"""Fill each reproduction card's numbers from the committed leaderboard results.
+
+    python benchmarks/cards.py           # rewrite the block between the markers of docs/reproductions/*.md
+    python benchmarks/cards.py --check   # exit 1 when a card's numbers differ from the results
+
+Each card (``docs/reproductions/<card>.md``) holds hand-written prose (the paper's claim, the protocol,
+the verdict) and one generated block between ``<!-- numbers:begin -->`` and ``<!-- numbers:end -->``:
+a table of its rows from ``benchmarks/results/mnist_sample/<row>/report.json`` and ``row.json``, with
+the command behind every number. A row not run yet says so, with the command that runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "mnist_sample"
+CARDS = ROOT / "docs" / "reproductions"
+BEGIN, END = "<!-- numbers:begin -->", "<!-- numbers:end -->"
+
+# card -> the leaderboard rows it cites (benchmarks/leaderboard_rows.py)
+SWEEP = {
+    "gfa": ["gfa_lam0.1", "gfa_lam1", "gfa_lam10"],
+    "input_gradient": ["input_gradient_lam0.1", "input_gradient_lam1", "input_gradient_lam10"],
+    "flow_gradient": ["flow_gradient_lam0.44", "flow_gradient_lam4.4", "flow_gradient_lam44"],
+    "local_flatness": ["local_flatness_k5_lam0.002", "local_flatness_k5_lam0.02", "local_flatness_k5_lam0.2"],
+    "deep_defense": ["deep_defense_lam1.5", "deep_defense_lam15", "deep_defense_lam150"],
+}
+CARD_ROWS: dict[str, list[str]] = {
+    "pgd_at": ["standard", "pgd_at", "fgsm_rs"],
+    "trades": ["standard", "pgd_at", "trades"],
+    "gfa": ["standard", *SWEEP["gfa"], "gfa_pgd_at", "pgd_at"],
+    "deep_defense": ["standard", *SWEEP["deep_defense"]],
+    "flow_gradient": [
+        "standard",
+        *SWEEP["flow_gradient"],
+        "flow_gradient_pgd_at",
+        *SWEEP["input_gradient"],
+        "input_gradient_pgd_at",
+        "input_gradient_trades",
+        "pgd_at",
+    ],  # fmt: skip
+    "wnll_tvm": ["standard", "wnll", "wnll_pgd_at", "pgd_at"],
+    "local_flatness": [
+        "standard",
+        *SWEEP["local_flatness"],
+        "local_flatness_k40",
+        "local_flatness_k5_pgd_at",
+        "local_flatness_k5_trades",
+        "pgd_at",
+    ],  # fmt: skip
+}
+COLUMNS = {  # header -> robust_acc key
+    "AutoAttack Linf 0.3 (500)": "autoattack_linf_0.3",
+    "AutoAttack Linf 0.1 (200)": "autoattack_linf_0.1",
+    "AutoAttack L2 2.0 (200)": "autoattack_l2_2",
+    "flow-PGD 0.5 px (200)": "flow_pgd_0.5px",
+}
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def row_cells(name: str) -> list[str] | None:
+    """The table cells of row ``name`` from its committed results, or None when it has none yet."""
+    folder = RESULTS / name
+    if not (folder / "report.json").is_file() or not (folder / "row.json").is_file():
+        return None
+    report, record = (json.loads((folder / f).read_text()) for f in ("report.json", "row.json"))
+    robust: dict[str, float] = report.get("robust_acc") or {}
+    paper = ", ".join(f"`{k}` {percent(v)}" for k, v in robust.items() if k.endswith("_paper")) or "-"
+    masking = report.get("masking") or {}
+    failed = [k.removesuffix("_flag") for k, v in masking.items() if k.endswith("_flag") and v]
+    deepfool = next(
+        (v for k, v in (report.get("minimal_perturbation") or {}).items() if k.startswith("deepfool")), {}
+    )
+    selected = {True: " (selected)", False: ""}.get(record.get("selected"), "")
+    return [
+        f"[`{name}`]({Path('../../benchmarks/results/mnist_sample') / name / 'report.md'}){selected}",
+        percent(report.get("clean_acc")),
+        *(percent(robust.get(key)) for key in COLUMNS.values()),
+        paper,
+        f"{int(masking.get('flags', 0))}" + (f" ({', '.join(failed)})" if failed else ""),
+        "n/a" if not deepfool else f"{deepfool.get('median_l2', float('nan')):.3g}",
+    ]
+
+
+def numbers_block(card: str) -> str:
+    """The generated block of ``card``: the table, the commands, the rows still to run."""
+    header = ["row", "clean (1,000)", *COLUMNS, "paper protocol (200)", "masking flags", "DeepFool median L2"]
+    lines = [BEGIN, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    missing = []
+    for name in CARD_ROWS[card]:
+        cells = row_cells(name)
+        if cells is None:
+            missing.append(name)
+        else:
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each row: SmallCNN on the embedded MNIST sample (3,600 training digits, not full MNIST), scored by "
+        "`configs/eval/leaderboard_mnist.yaml` plus the paper's attacks (`_paper`); sample sizes in the "
+        "header. "
+        "The commands behind each row (fit, selection, test) are in its `row.json`; "
+        "`python benchmarks/leaderboard.py <row>` reruns it.",
+    ]
+    if missing:
+        lines += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing)
+                  + f" (`python benchmarks/leaderboard.py {' '.join(missing)}`)."]  # fmt: skip
+    return "\n".join([*lines, "", END])
+
+
+def render(card: str, text: str) -> str:
+    """``text`` with its numbers block regenerated.
+
+    Raises:
+        ValueError: the card lacks the two markers.
+    """
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{card}.md has no {BEGIN} ... {END} block")
+    before, rest = text.split(BEGIN, 1)
+    after = rest.split(END, 1)[1]
+    return before + numbers_block(card) + after
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="report stale cards, write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for card in CARD_ROWS:
+        path = CARDS / f"{card}.md"
+        text = path.read_text()
+        updated = render(card, text)
+        if updated != text:
+            stale.append(path.name)
+            if not args.check:
+                path.write_text(updated)
+    if args.check and stale:
+        print(f"stale cards (run python benchmarks/cards.py): {stale}", file=sys.stderr)
+        return 1
+    print(("stale: " if args.check else "updated: ") + (", ".join(stale) or "none"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""``benchmarks/leaderboard.py --smoke``: two rows trained, scored and compared end to end; a re-run
+skips them; the committed weights re-score to the same numbers without training.
+
+The script runs as a subprocess (tests never import ``benchmarks/``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_robust.cli import main
+from lit_robust.loading import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "leaderboard.py"
+ROWS = ("standard", "pgd_at")
+FILES = ("config.yaml", "eval.yaml", "report.json", "report.md", "row.json", "weights.safetensors")
+
+
+def run_benchmark(tmp_path: Path, *extra: str) -> str:
+    command = [sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path / "out")]
+    command += ["--runs", str(tmp_path / "runs"), *extra]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_smoke_benchmark_scores_both_rows_a_rerun_skips_them_and_the_weights_rescore(tmp_path, monkeypatch):
+    first = run_benchmark(tmp_path)
+    out = tmp_path / "out"
+    for row in ROWS:
+        assert f"{row}: done" in first
+        assert sorted(p.name for p in (out / row).iterdir()) == sorted(FILES)
+        record = json.loads((out / row / "row.json").read_text())
+        assert record["commands"]["test"].startswith("lit-robust test --config ")
+        assert record["threads"] >= 1 and record["versions"]["torch"] == torch.__version__.split("+")[0]
+        report = json.loads((out / row / "report.json").read_text())
+        assert report["run"]["completed"] and report["checkpoint_progress"]["train_seconds"] > 0
+        assert {"autoattack_linf_0.3", "pgd_linf_0.3_paper"} <= set(report["robust_acc"])
+    board = (out / "leaderboard.md").read_text()
+    assert "| pgd_at | AdversarialTraining (SmallCNN) |" in board and "| standard |" in board
+    assert (out / "clean_vs_autoattack.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((out / "leaderboard.json").read_text())["headline"] == "autoattack_linf_0.3"
+
+    second = run_benchmark(tmp_path)
+    assert second.count("finished earlier") == len(ROWS) and "running" not in second
+    check_rescore(out / "standard", tmp_path / "rescore", monkeypatch)
+
+
+def check_rescore(row: Path, log_dir: Path, monkeypatch) -> None:
+    """``lit-robust test --config config.yaml --config eval.yaml --model.init_args.init_from
+    weights.safetensors`` (the command each row's folder documents) gives the row's own numbers:
+    the weights file is what was scored."""
+    scored = json.loads((row / "report.json").read_text())
+    weights = load_file(row / "weights.safetensors")
+    assert weights and all(not name.startswith("network.") for name in weights)
+    monkeypatch.chdir(ROOT)
+    main([
+        "test", "--config", str(row / "config.yaml"), "--config", str(row / "eval.yaml"),
+        f"--model.init_args.init_from={row / 'weights.safetensors'}",
+        f"--trainer.logger.init_args.save_dir={log_dir}",
+    ])  # fmt: skip
+    rescored = json.loads(next(log_dir.rglob("report.json")).read_text())
+    assert rescored["clean_acc"] == scored["clean_acc"]
+    assert rescored["robust_acc"] == scored["robust_acc"]
