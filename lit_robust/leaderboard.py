@@ -209,6 +209,8 @@ def _row(run: Run, headline: str, base_cost: float | None) -> dict[str, Any]:
         "step_cost": step_seconds / base_cost if step_seconds is not None and base_cost else None,
         "median_l2": _number(deepfool.get("median_l2")),
         "rho2": _number(deepfool.get("rho2")),
+        "selected": run.row.get("selected"),  # a weight sweep's point, chosen on validation (row.json)
+        "note": run.row.get("note") or "",
     }
 
 
@@ -310,6 +312,12 @@ def _step_seconds(run: Run) -> float | None:
 # -------------------------------------------------------------------------------------------- markdown
 
 
+SELECTION_NOTE = (
+    "A weight sweep's point is *selected on val*: the best APGD-CE + APGD-T worst case on the "
+    "validation split, never on test."
+)
+
+
 def render_markdown(
     rows: Sequence[dict[str, Any]],
     headline: str = DEFAULT_HEADLINE,
@@ -334,6 +342,11 @@ def render_markdown(
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
     if not rows:
         lines.append("| " + " | ".join(["(no completed runs)"] + [""] * (len(COLUMNS) - 1)) + " |")
+    notes = "; ".join(f"`{_cell(row['name'])}`: {_cell(row['note'])}" for row in rows if row.get("note"))
+    if notes:
+        lines += ["", f"Notes: {notes}."]
+    if any(row.get("selected") is not None for row in rows):
+        lines += ["", SELECTION_NOTE]
     if incomplete:
         lines += ["", "## Incomplete runs (no results)", ""]
         lines += [
@@ -355,8 +368,9 @@ def _cells(row: dict[str, Any]) -> list[str]:
         flags += " (" + ", ".join(_cell(name) for name in row["masking_failed"]) + ")"
     gap = "n/a" if row["masking_gap"] is None else f"{100 * row['masking_gap']:+.1f} pp"
     minutes = None if row["train_seconds"] is None else row["train_seconds"] / 60
+    chosen = " (selected on val)" if row.get("selected") else ""
     return [
-        _cell(row["name"]),
+        _cell(row["name"]) + chosen,
         f"{_cell(row['model'])} ({_cell(row['network'])})",
         _percent(row["clean_acc"]),
         _percent(row["headline_acc"]),

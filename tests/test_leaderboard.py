@@ -244,7 +244,7 @@ def test_the_cli_writes_the_leaderboard_and_explains_missing_paths(runs_dir, tmp
     out = tmp_path / "out"
     assert main([str(runs_dir / "std"), str(runs_dir / "adv" / "report.json"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| Madry PGD-AT |" in printed and f"wrote {out / 'leaderboard.md'}" in printed
+    assert "| Madry PGD-AT (selected on val) |" in printed and f"wrote {out / 'leaderboard.md'}" in printed
     assert (out / "leaderboard.md").is_file() and (out / "leaderboard.json").is_file()
     assert main([str(tmp_path / "missing"), "--out", str(out)]) == 2
     captured = capsys.readouterr()
