@@ -65,9 +65,9 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def row_cells(name: str) -> list[str] | None:
+def row_cells(name: str, results: Path = RESULTS) -> list[str] | None:
     """The table cells of row ``name`` from its committed results, or None when it has none yet."""
-    folder = RESULTS / name
+    folder = results / name
     if not (folder / "report.json").is_file() or not (folder / "row.json").is_file():
         return None
     report, record = (json.loads((folder / f).read_text()) for f in ("report.json", "row.json"))
@@ -89,13 +89,13 @@ def row_cells(name: str) -> list[str] | None:
     ]
 
 
-def numbers_block(card: str) -> str:
+def numbers_block(card: str, results: Path = RESULTS) -> str:
     """The generated block of ``card``: the table, the commands, the rows still to run."""
     header = ["row", "clean (1,000)", *COLUMNS, "paper protocol (200)", "masking flags", "DeepFool median L2"]
     lines = [BEGIN, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     missing = []
     for name in CARD_ROWS[card]:
-        cells = row_cells(name)
+        cells = row_cells(name, results)
         if cells is None:
             missing.append(name)
         else:
@@ -114,7 +114,7 @@ def numbers_block(card: str) -> str:
     return "\n".join([*lines, "", END])
 
 
-def render(card: str, text: str) -> str:
+def render(card: str, text: str, results: Path = RESULTS) -> str:
     """``text`` with its numbers block regenerated.
 
     Raises:
@@ -124,22 +124,28 @@ def render(card: str, text: str) -> str:
         raise ValueError(f"{card}.md has no {BEGIN} ... {END} block")
     before, rest = text.split(BEGIN, 1)
     after = rest.split(END, 1)[1]
-    return before + numbers_block(card) + after
+    return before + numbers_block(card, results) + after
+
+
+def update_cards(results: Path = RESULTS, write: bool = True) -> list[Path]:
+    """Regenerate every card's numbers from ``results``; the cards that changed (written if ``write``)."""
+    stale = []
+    for card in CARD_ROWS:
+        path = CARDS / f"{card}.md"
+        text = path.read_text()
+        updated = render(card, text, results)
+        if updated != text:
+            stale.append(path)
+            if write:
+                path.write_text(updated)
+    return stale
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="report stale cards, write nothing")
     args = parser.parse_args(argv)
-    stale = []
-    for card in CARD_ROWS:
-        path = CARDS / f"{card}.md"
-        text = path.read_text()
-        updated = render(card, text)
-        if updated != text:
-            stale.append(path.name)
-            if not args.check:
-                path.write_text(updated)
+    stale = [path.name for path in update_cards(write=not args.check)]
     if args.check and stale:
         print(f"stale cards (run python benchmarks/cards.py): {stale}", file=sys.stderr)
         return 1

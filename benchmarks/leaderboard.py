@@ -45,6 +45,7 @@ from lit_robust.loading import load_file, save_safetensors
 from lit_robust.report import PACKAGES, _version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cards import update_cards  # noqa: E402
 from leaderboard_rows import LEADERBOARD, ROWS, SMOKE_ROWS, Row  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,10 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         timing = f"fit {record['fit_wall_seconds']:.0f} s, test {record['test_wall_seconds']:.0f} s"
         print(f"{prefix}: done in {minutes:.1f} min ({timing}; {total:.1f} min so far)", flush=True)
         mark_selected(table, out)
-        written = write_leaderboard(sorted(out.glob("*/report.json")), out, headline=HEADLINE)
+        written = list(write_leaderboard(sorted(out.glob("*/report.json")), out, headline=HEADLINE).values())
+        if not args.smoke:  # the cards cite the committed results only
+            written += update_cards(out)
         if args.commit:
             message = f"Leaderboard row {row.name} (config {keys[row.name]})"
-            commit([out / row.name, *written.values()], message)
+            commit([out / row.name, *written], message)
     if failures:
         print(f"{len(failures)} row(s) failed: {failures}", file=sys.stderr)
         return 1
