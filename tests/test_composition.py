@@ -34,6 +34,9 @@ NETWORKS = sorted(path.stem for path in (CONFIGS / "network").glob("*.yaml"))
 # The shapes each network config takes. The others must fail with a clear error (test below).
 FITS = {
     "small_cnn": {"mnist", "cifar"},
+    "small_cnn_bias_free": {"mnist", "cifar"},
+    "bias_free_cnn": {"mnist", "cifar"},  # any size of at least 16 x 16
+    "bias_free_mlp": {"mnist", "cifar"},  # any shape (the input layer is sized from the data)
     "lenet": {"mnist", "cifar"},
     "lenet_caffe": {"mnist", "cifar"},
     "mlp": {"mnist", "cifar"},
@@ -61,7 +64,7 @@ CHEAP = {
     "deep_defense": ["--model.init_args.df_steps_train=1", "--model.init_args.num_candidates=2"],
 }
 # Statistics a defense config writes on purpose (its paper's), which win over the data's.
-EXPLICIT_STATISTICS = {"gfa": ([0.5], [0.5]), "local_flatness": ([0.0], [1.0])}
+EXPLICIT_STATISTICS = {"gfa": ([0.5], [0.5]), "gfa_paper": ([0.5], [0.5]), "local_flatness": ([0.0], [1.0])}
 # WNLL composes with the network group (it wraps the network as its backbone, see the WNLL test below);
 # for time, its steps (a template solve per batch) are left out of the light cases.
 NETWORK_GROUP_MODELS = [model for model in MODELS if model != "wnll"]

@@ -23,9 +23,10 @@ from lit_robust.functional.alignment import (
     TASK_LOSSES,
     alignment_penalty,
     build_taps,
+    guarded_mean,
     measure_alignment,
     per_sample_task_loss,
-    recorded_cosines,
+    recorded_alignment,
 )
 from lit_robust.models.taps import DEFAULT_TAP_TYPES
 from lit_robust.validation import check_choice, check_real
@@ -55,11 +56,17 @@ class GFA(RobustClassifier):
             (*inferred*).
         lam: weight of the alignment term, dimensionless, finite and >= 0 (*unknown*; ours 1.0, sweep
             0.01-10).
-        penalty: ``phi``: ``"abs"`` ``1 - |c|`` (default, sign-agnostic: in bias-free ReLU networks
-            correctly classified samples have ``c <= 0``), ``"sq"`` ``1 - c^2`` (smooth at 0) or
-            ``"pos"`` ``1 - c`` (ablation only). The paper's exact form is *unknown*.
-        task_loss: ``"ce"`` (ours, default) or ``"mse"``: ``sum_k (softmax(z)_k - 1[k = y])^2``, the
-            paper's "MSE" as we read it (on probabilities or logits: *unknown*).
+        penalty: ``phi``: ``"abs"`` ``1 - |c|`` (ours, default, sign-agnostic: in bias-free ReLU
+            networks correctly classified samples have ``c <= 0``), ``"sq"`` ``1 - c^2`` (ours, smooth
+            at 0), ``"pos"`` ``1 - c`` (aligned) or ``"neg"`` ``1 + c`` (opposed). ``pos`` and ``neg``
+            are the two signed candidates: the authors' sister paper (arXiv 2511.11902) compares
+            aligned (SAME) with opposed (DIFF) alignment and finds the direction critical, so the paper
+            most likely uses a signed cosine (source: issue 14 / gfa.md §(i)); its sign is *unknown*.
+        task_loss: ``"ce"`` (ours, default), ``"mse"``: ``sum_k (softmax(z)_k - 1[k = y])^2`` (the
+            reviews' "MSE" on probabilities) or ``"mse_logits"``: ``sum_k (z_k - 1[k = y])^2`` on the
+            raw logits, as the authors' public code trains (source: issue 14 / gfa.md §(i)); both summed
+            over classes, mean over the batch. Which one the paper used is *unknown*. The task term is
+            logged under the option's name (``train/mse_logits``).
         layer_weights: optional ``{tap name: w_t}``, each finite and >= 0 (``"input"`` for ``h_in``);
             taps not listed weigh 1. The sum is normalized by ``sum_t w_t`` so ``lam`` does not grow
             with depth. Default uniform (the paper's weighting is *unknown*).
@@ -67,16 +74,27 @@ class GFA(RobustClassifier):
             paper's [-1, 1] inputs exactly (cosine is scale-free); 0 aligns with the raw pixels.
         eps_cos: floor of ``||g|| ||h||`` in the cosine, > 0 (ours, 1e-12): a zero gradient gives
             ``c = 0`` (with no floor it would give 0 / 0 = NaN).
+        min_grad_norm: the tiny-gradient guard, >= 0 (ours; 0, the default, is off: today's loss bit
+            for bit). At each tap, a sample whose tapped-gradient norm ``||g_t||`` is below it adds no
+            penalty there: the tap's batch mean is over the remaining samples, and is 0 (gradient 0, no
+            NaN; its weight stays in ``sum_t w_t``) when none remain. Why: ``|d c / d g| =
+            sqrt(1 - c^2) / ||g||`` (gfa.md §(i)), so the penalty's gradient grows like ``1 / ||g||``
+            while cross-entropy drives ``||g||`` to 0 on confidently classified samples; those samples,
+            whose direction is numerically meaningless, then dominate the update (consistent with the
+            collapses measured at ``lam >= 1``). Set it well below typical norms (``1e-6``): it is meant
+            to remove only the degenerate samples. With it on, the fraction of samples dropped is
+            logged as ``train/gfa_dropped`` (mean over taps) and ``train/gfa_dropped/<tap>``.
         adversary, trades_beta: see :class:`RobustClassifier`: GFA on top of adversarial training (the
             alignment is then measured at the adversarial inputs, from the same forward as the task
             loss) or of TRADES (at the clean inputs). The comparison the GFA paper makes is with AT.
         num_classes, optimizer, lr_scheduler, init_from, input_transform: see :class:`RobustClassifier`.
 
-    Logs ``train/loss``, ``train/ce`` (or ``train/mse``; ``adv_`` first with an adversary),
-    ``train/gfa_reg`` (``lam R_GFA``, as it enters the loss), ``train/gfa_penalty`` (``R_GFA``),
-    ``train/gfa_abs_cos`` (mean ``|c_t|`` over taps and batch), ``train/acc`` and the per-tap
-    mean ``|c_t|`` as ``train/gfa_abs_cos/<tap>`` (gfa.md's name for what issue 4 calls
-    ``train/gfa_cos/<layer>``). The same measurement for any model at validation:
+    Logs ``train/loss``, ``train/ce`` (or ``train/mse``, ``train/mse_logits``; ``adv_`` first with an
+    adversary), ``train/gfa_reg`` (``lam R_GFA``, as it enters the loss), ``train/gfa_penalty``
+    (``R_GFA``), ``train/gfa_abs_cos`` (mean ``|c_t|`` over taps and batch), ``train/acc`` and the
+    per-tap mean ``|c_t|`` as ``train/gfa_abs_cos/<tap>`` (gfa.md's name for what issue 4 calls
+    ``train/gfa_cos/<layer>``); with ``min_grad_norm > 0`` also ``train/gfa_dropped`` and
+    ``train/gfa_dropped/<tap>``. The same measurement for any model at validation:
     ``lit_robust.callbacks.gradient_feature_alignment.GradientFeatureAlignment``.
     """
 
@@ -101,6 +119,7 @@ class GFA(RobustClassifier):
         adversary: Attack | None = None,
         trades_beta: float | None = None,
         input_transform: nn.Module | None = None,
+        min_grad_norm: float = 0.0,
     ):
         super().__init__(
             network,
@@ -121,13 +140,15 @@ class GFA(RobustClassifier):
         }
         input_center = check_real("input_center", input_center, 0, 1)
         eps_cos = check_real("eps_cos", eps_cos, 0, low_open=True)
+        min_grad_norm = check_real("min_grad_norm", min_grad_norm, 0)
         self.layer_taps = build_taps(network, taps, tap_types)  # selection only: hooks live per step
         self.lam = lam
         self.penalty = penalty
-        self.task_loss_name = task_loss  # the task term's metric name, "ce" or "mse"
+        self.task_loss_name = task_loss  # the task term's metric name: "ce", "mse" or "mse_logits"
         self.layer_weights = weights
         self.input_center = input_center
         self.eps_cos = eps_cos
+        self.min_grad_norm = min_grad_norm
 
     def tap_weights(self, names: Sequence[str]) -> list[float]:
         """``w_t`` of each tap; an unknown key in ``layer_weights`` or an all-zero weighting is an error."""
@@ -174,11 +195,22 @@ class GFA(RobustClassifier):
     def regularizer(self, x: Tensor, y: Tensor, logits: Tensor) -> dict[str, Tensor]:
         record, self._record = self._record, None
         per_sample = per_sample_task_loss(logits, y, self.task_loss_name)
-        cosines = recorded_cosines(record, x, per_sample, self.input_center, self.eps_cos, create_graph=True)
+        cosines, grad_norms = recorded_alignment(
+            record, x, per_sample, self.input_center, self.eps_cos, create_graph=True
+        )
         names = list(cosines)
         weights = self.tap_weights(names)
-        penalties = [alignment_penalty(cosines[name], self.penalty).mean() for name in names]
+        guarded = {
+            name: guarded_mean(
+                alignment_penalty(cosines[name], self.penalty), grad_norms[name], self.min_grad_norm
+            )
+            for name in names
+        }
+        penalties = [guarded[name][0] for name in names]
         penalty = sum(w * p for w, p in zip(weights, penalties, strict=True)) / sum(weights)
+        if self.min_grad_norm > 0:  # the guard's diagnostics, only when it is on
+            dropped = {f"gfa_dropped/{name}": guarded[name][1] for name in names}
+            self.log_diagnostics(gfa_dropped=torch.stack(list(dropped.values())).mean(), **dropped)
         abs_cos = {name: c.detach().abs().mean() for name, c in cosines.items()}
         if (
             self.lam > 0

@@ -1,5 +1,6 @@
 """Network architectures; each starts with a :class:`Normalize` layer, so inputs are pixels in [0, 1]."""
 
+from lit_robust.models.bias_free import BiasFreeCNN, BiasFreeMLP
 from lit_robust.models.bpda import BPDA
 from lit_robust.models.convnet import ConvNet
 from lit_robust.models.lenet import LeNet
@@ -19,6 +20,8 @@ __all__ = [
     "EOT",
     "TotalVariationMinimization",
     "BPDA",
+    "BiasFreeCNN",
+    "BiasFreeMLP",
     "MLP",
     "VGG",
     "VGG11",

@@ -28,6 +28,12 @@ class SmallCNN(nn.Module):
             with a zero head every layer's loss gradient is zero at the start, the alignment penalty
             dominates the first steps and training collapses to chance accuracy (measured:
             ``benchmarks/short_run_robustness.py``); off, PyTorch's default initialization.
+        bias: give every Conv2d and Linear a bias (default, today's network and state-dict keys).
+            ``False`` removes all seven biases: with no BatchNorm, ReLU, max-pool and a ``Normalize``
+            whose mean is the input center ``c``, the logits are then positively homogeneous about
+            ``c``: ``f(c + a (x - c)) = a f(x)`` for ``a > 0``, so moves along ``x - c`` keep the label,
+            the premise of GFA (the GFA authors' own code uses ``bias=False`` everywhere; source:
+            issue 14 / gfa.md §(i)). :class:`~lit_robust.models.BiasFreeCNN` is the authors' style.
 
     Raises:
         ValueError: in ``forward``, for images not of shape ``(in_channels, input_size, input_size)``,
@@ -43,6 +49,7 @@ class SmallCNN(nn.Module):
         mean: float | Sequence[float] | None = None,
         std: float | Sequence[float] | None = None,
         zero_init_head: bool = True,
+        bias: bool = True,
     ):
         super().__init__()
         num_classes = check_int("num_classes", 10 if num_classes is None else num_classes, 2)
@@ -50,6 +57,8 @@ class SmallCNN(nn.Module):
         # 16 -> 14 -> 12 -> 6 -> 4 -> 2 -> 1
         input_size = check_int("input_size", 28 if input_size is None else input_size, 16)
         dropout = check_real("dropout", dropout, 0, 1, high_open=True)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be True or False, got {bias!r} ({type(bias).__name__})")
         side = ((input_size - 4) // 2 - 4) // 2
         name = f"SmallCNN(in_channels={in_channels}, input_size={input_size})"
         hint = from_the_data("in_channels", "input_size")
@@ -58,26 +67,28 @@ class SmallCNN(nn.Module):
         )
         self.normalize = Normalize(*network_statistics("SmallCNN", mean, std, in_channels))
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3), nn.ReLU(),
-            nn.Conv2d(32, 32, 3), nn.ReLU(),
+            nn.Conv2d(in_channels, 32, 3, bias=bias), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, bias=bias), nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3), nn.ReLU(),
-            nn.Conv2d(64, 64, 3), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, bias=bias), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, bias=bias), nn.ReLU(),
             nn.MaxPool2d(2),
         )  # fmt: skip
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(64 * side * side, 200), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(200, 200), nn.ReLU(),
-            nn.Linear(200, num_classes),
+            nn.Linear(64 * side * side, 200, bias=bias), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(200, 200, bias=bias), nn.ReLU(),
+            nn.Linear(200, num_classes, bias=bias),
         )  # fmt: skip
         for module in self.features:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if bias:
+                    nn.init.zeros_(module.bias)
         if zero_init_head:
             nn.init.zeros_(self.classifier[-1].weight)
-            nn.init.zeros_(self.classifier[-1].bias)
+            if bias:
+                nn.init.zeros_(self.classifier[-1].bias)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The 200-dimensional activations (after the second ``fc200`` and ReLU) that the last layer maps

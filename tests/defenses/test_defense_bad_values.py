@@ -47,6 +47,7 @@ ALLOWS: dict[str, dict[str, str]] = {
         "TRADES.beta": "beta = 0 keeps only the clean cross-entropy, the natural end of the trade-off",
         "*.rs_sigma_px": "no random-start deformation (the documented 'off')",
         "GFA.input_center": "c_in = 0 aligns the input gradient with the raw pixels (documented option)",
+        "GFA.min_grad_norm": "0 turns the tiny-gradient guard off (the default)",
         "LocalFlatnessRegularization.eps": "a ball of radius 0: the gradient norm at the clean point",
         "LocalFlatnessRegularization.steps": "K = 0: no ascent, the penalty at the random start",
         "LocalFlatnessRegularization.init_std": "start the ascent at x itself, no noise",

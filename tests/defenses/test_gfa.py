@@ -81,7 +81,7 @@ def test_cosine_and_penalties_on_hand_made_vectors():
     zero = per_sample_cosine(torch.zeros(2, 3), torch.ones(2, 3))
     assert torch.equal(zero, torch.zeros(2))
     with pytest.raises(ValueError, match="penalty"):
-        alignment_penalty(c, "neg")
+        alignment_penalty(c, "cubic")
 
 
 @pytest.mark.parametrize("task_loss", ["ce", "mse"])
@@ -279,7 +279,7 @@ def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="lam"):
         GFA(tiny_cnn(), lam=-1.0)
     with pytest.raises(ValueError, match="penalty"):
-        GFA(tiny_cnn(), penalty="neg")
+        GFA(tiny_cnn(), penalty="cubic")
     with pytest.raises(ValueError, match="task_loss"):
         GFA(tiny_cnn(), task_loss="hinge")
     with pytest.raises(ValueError, match="taps"):

@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from lit_robust.cli import DATA_FACTS
-from lit_robust.models import MLP, ConvNet, LeNet, Normalize, SmallCNN
+from lit_robust.models import MLP, BiasFreeCNN, BiasFreeMLP, ConvNet, LeNet, Normalize, SmallCNN
 from lit_robust.models.normalize import InputSpec, network_statistics
 from lit_robust.models.preact_resnet import PreActResNet, PreActResNet18
 from lit_robust.models.resnet_cifar import CifarResNet, ResNet20, ResNet56, ZeroPadShortcut
@@ -344,7 +344,7 @@ def test_architecture_starts_with_its_normalize_and_has_no_inplace_module(name):
 NO_NORMALIZATION = ((0.0,), (1.0,))
 DEFAULT_STATISTICS = [
     (MLP, NO_NORMALIZATION), (LeNet, NO_NORMALIZATION), (SmallCNN, NO_NORMALIZATION),
-    (ConvNet, NO_NORMALIZATION),
+    (ConvNet, NO_NORMALIZATION), (BiasFreeCNN, NO_NORMALIZATION), (BiasFreeMLP, NO_NORMALIZATION),
     (CifarResNet, CIFAR10_STATS), (ResNet20, CIFAR10_STATS), (ResNet56, CIFAR10_STATS),
     (PreActResNet, CIFAR10_STATS), (PreActResNet18, CIFAR10_STATS),
     (functools.partial(WideResNet, depth=10, widen_factor=1), CIFAR10_STATS), (VGG, CIFAR10_STATS),
@@ -356,7 +356,8 @@ NETWORK_CLASSES = list(NETWORKS)  # every exported network (test_network_family.
 
 # the arguments of each network that the data fixes (beyond num_classes, mean and std)
 SHAPE_ARGUMENTS = {MLP: {"input_shape"}, LeNet: {"in_channels", "input_size"},
-                   SmallCNN: {"in_channels", "input_size"}, TorchvisionModel: set()}  # fmt: skip
+                   SmallCNN: {"in_channels", "input_size"}, TorchvisionModel: set(),
+                   BiasFreeCNN: {"in_channels", "input_size"}, BiasFreeMLP: {"input_shape"}}  # fmt: skip
 
 
 @pytest.mark.parametrize("cls", NETWORK_CLASSES, ids=lambda cls: cls.__name__)
