@@ -49,6 +49,7 @@ COLUMNS = (
     "masking gap",
     "masking flags",
     "DeepFool median L2",
+    "DeepFool rho_2 × ref",
     "step cost ×",
     "train time (min)",
 )
@@ -144,7 +145,9 @@ def leaderboard_rows(
     run; a difference of fractions); ``train_seconds``
     (wall-clock seconds of training steps); ``step_cost`` (seconds per optimizer step divided by the
     reference run's: ``reference`` names it, default the first StandardTraining run); ``median_l2`` and
-    ``rho2`` (DeepFool's minimal perturbation, pixel units, and relative to the input norm).
+    ``rho2`` (DeepFool's minimal perturbation, pixel units, and relative to the input norm);
+    ``rho2_ratio`` (``rho2`` over the reference run's: the "times larger perturbation" papers claim);
+    ``selected`` and ``note`` (from ``row.json``: a sweep's validation-selected point, what differs).
 
     Raises:
         ValueError: ``reference`` names no completed run.
@@ -153,6 +156,11 @@ def leaderboard_rows(
     base = reference_run(completed, reference)
     base_cost = _step_seconds(base) if base is not None else None
     rows = [_row(run, headline, base_cost) for run in completed]
+    base_rho2 = next((row["rho2"] for row in rows if base is not None and row["name"] == base.name), None)
+    for (
+        row
+    ) in rows:  # Deep Defense's and GFA's claims are ratios of minimal perturbations to a standard model's
+        row["rho2_ratio"] = row["rho2"] / base_rho2 if row["rho2"] is not None and base_rho2 else None
     return sorted(rows, key=lambda r: (r["headline_acc"] is None, -(r["headline_acc"] or 0.0), r["name"]))
 
 
@@ -379,6 +387,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         gap,
         flags,
         _format(row["median_l2"], ".3g"),
+        _format(row["rho2_ratio"], ".2f"),
         _format(row["step_cost"], ".2f"),
         _format(minutes, ".1f"),
     ]

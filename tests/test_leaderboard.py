@@ -191,6 +191,7 @@ def test_masking_gap_is_the_best_paper_number_minus_autoattack_at_the_same_budge
     assert rows["std"]["masking_gap"] is None and rows["std"]["masking_failed"] == []
     assert rows["fast"]["masking_flags"] is None and rows["fast"]["median_l2"] is None
     assert reg["median_l2"] == 0.8 and reg["rho2"] == 0.0987
+    assert reg["rho2_ratio"] == pytest.approx(0.0987 / 0.15)
 
 
 def test_step_cost_is_seconds_per_step_relative_to_the_reference(runs_dir):
