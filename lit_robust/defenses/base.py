@@ -63,6 +63,7 @@ from lit_robust.finite import (
 )
 from lit_robust.loading import SafeCheckpointIO, load_file, refusal
 from lit_robust.models.modes import eval_mode
+from lit_robust.models.normalize import Normalize
 from lit_robust.rng_state import capture_rng_states, restore_rng_states
 from lit_robust.validation import check_int, check_optional_real
 
@@ -460,11 +461,13 @@ def _is_plain(value: Any) -> bool:
 def load_network_state(path: str | Path, network: nn.Module) -> dict[str, Tensor]:
     """The state dict of ``network`` stored in ``path``, checked against ``network``'s own keys and shapes.
 
-    Accepted files: a Lightning checkpoint of any lit_robust defense (its ``state_dict`` entries under
-    ``network.``), a ``torch.save`` of a defense's or of the network's ``state_dict()``. Everything that
-    is not the network (metrics, optimizer state, hyperparameters) is ignored. Raises
-    ``FileNotFoundError`` when the file is missing and ``ValueError`` naming the missing, unexpected or
-    mis-shaped keys when it does not fit. The file is loaded with ``weights_only=True``
+    Accepted files (``.ckpt``, ``.pt``, ``.pth`` or ``.safetensors``): a Lightning checkpoint of any
+    lit_robust defense (its ``state_dict`` entries under ``network.``), a defense's or the network's own
+    ``state_dict()``, or a torchvision ``.pth`` for a :class:`~lit_robust.models.TorchvisionModel`
+    (:func:`key_layouts`); the network's ``Normalize`` statistics may be absent (its constructor's are
+    kept). Everything that is not the network (metrics, optimizer state, hyperparameters) is ignored.
+    Raises ``FileNotFoundError`` when the file is missing and ``ValueError`` naming the missing,
+    unexpected or mis-shaped keys when it does not fit. The file is loaded with ``weights_only=True``
     (:func:`lit_robust.loading.load_file`): one that needs code to load raises ``UnsafeFileError``.
     """
     path = Path(path)
@@ -478,22 +481,58 @@ def load_network_state(path: str | Path, network: nn.Module) -> dict[str, Tensor
         stored = stored["state_dict"]
     if not isinstance(stored, Mapping) or not all(isinstance(v, Tensor) for v in stored.values()):
         raise ValueError(f"init_from {str(path)!r} holds neither a Lightning checkpoint nor a state dict")
+    expected = network.state_dict()
+    optional = normalize_buffers(network)
+    candidates = list(key_layouts(stored, network))
+    for candidate in candidates:
+        if fits(candidate, expected, optional):
+            return {**{key: expected[key] for key in optional - set(candidate)}, **candidate}
+    prefixed = any(key.startswith("network.") for key in stored)
+    closest = candidates[1] if prefixed else candidates[0]  # the layout the message compares with
+    missing = sorted(set(expected) - set(closest))
+    unexpected = sorted(set(closest) - set(expected))
+    shapes = [
+        f"{key}: {tuple(closest[key].shape)} in the file, {tuple(value.shape)} in the network"
+        for key, value in expected.items()
+        if key in closest and closest[key].shape != value.shape
+    ]
+    raise ValueError(
+        f"init_from {str(path)!r} does not fit the network ({type(network).__name__}): "
+        f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
+        f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}, "
+        f"shape mismatches {shapes[:8]}; build the same architecture as the one saved"
+    )
+
+
+def key_layouts(stored: Mapping[str, Tensor], network: nn.Module) -> Iterator[dict[str, Tensor]]:
+    """The ways a weights file's keys may name ``network``'s, most literal first: as they are (the
+    network's own ``state_dict()``); without a leading ``network.`` (a defense's checkpoint or
+    ``state_dict()``); under one of the network's children (a torchvision ``.pth`` for the torchvision
+    model that :class:`~lit_robust.models.TorchvisionModel` wraps as ``network``)."""
+    yield dict(stored)
     prefix = "network."
     if any(key.startswith(prefix) for key in stored):
-        stored = {key[len(prefix) :]: value for key, value in stored.items() if key.startswith(prefix)}
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(stored))
-    unexpected = sorted(set(stored) - set(expected))
-    shapes = [
-        f"{key}: {tuple(stored[key].shape)} in the file, {tuple(value.shape)} in the network"
-        for key, value in expected.items()
-        if key in stored and stored[key].shape != value.shape
-    ]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"init_from {str(path)!r} does not fit the network ({type(network).__name__}): "
-            f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
-            f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}, "
-            f"shape mismatches {shapes[:8]}; build the same architecture as the one saved"
-        )
-    return dict(stored)
+        yield {key[len(prefix) :]: value for key, value in stored.items() if key.startswith(prefix)}
+    for name, _ in network.named_children():
+        yield {f"{name}.{key}": value for key, value in stored.items()}
+
+
+def normalize_buffers(network: nn.Module) -> set[str]:
+    """The keys of ``network``'s :class:`Normalize` statistics: set by its constructor (from the data),
+    so a file made elsewhere (a torchvision ``.pth``) need not hold them."""
+    return {
+        f"{name}.{buffer}" if name else buffer
+        for name, module in network.named_modules()
+        if isinstance(module, Normalize)
+        for buffer, _ in module.named_buffers(recurse=False)
+    }
+
+
+def fits(candidate: Mapping[str, Tensor], expected: Mapping[str, Tensor], optional: set[str]) -> bool:
+    """Every key of ``candidate`` is the network's, with its shape; only ``optional`` keys may be absent."""
+    keys = set(candidate)
+    return (
+        keys <= set(expected)
+        and set(expected) - keys <= optional
+        and all(candidate[key].shape == expected[key].shape for key in keys)
+    )
