@@ -110,7 +110,7 @@ class FGSEpsRef(SubsetEvaluation):
         return names | ({f"{stage}/fgs_eps_50"} if self.eps_ref is None else set())
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        flags = robust_flags(model, x, y, self._attacks, individual=True, trainer=self.trainer)
+        flags = robust_flags(model, x, y, self._attacks, trainer=self.trainer, on_attack=self.show_attack)
         return {"clean": flags["clean"]} | {attack.name: flags[attack.name] for attack in self._attacks}
 
     def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -115,7 +115,7 @@ class GradientMaskingChecks(SubsetEvaluation):
         return [self.white_box, *[a for a in optional if a is not None], *self.black_box, *self.eps_sweep]
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        values = robust_flags(model, x, y, self._attacks(), trainer=self.trainer)
+        values = robust_flags(model, x, y, self._attacks(), trainer=self.trainer, on_attack=self.show_attack)
         values["zero_grad"] = zero_gradient(model, x, y)
         if self.white_box.threat_model is ThreatModel.LINF:
             values["noise"] = values["clean"] & (

@@ -144,6 +144,7 @@ class MinimalPerturbation(SubsetEvaluation):
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         values = {}
         for attack in self.attacks:
+            self.show_attack(attack)
             for key, value in perturbation_sizes(model, x, y, attack).items():
                 values[f"{attack.name}/{key}"] = value
         for steps, normalized in self.rho2_variants():

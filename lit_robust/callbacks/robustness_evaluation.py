@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
@@ -35,6 +35,7 @@ def robust_flags(
     attacks: Sequence[Attack],
     individual: bool = True,
     trainer: L.Trainer | None = None,
+    on_attack: Callable[[Attack], None] | None = None,
 ) -> dict[str, Tensor]:
     """Per-sample booleans: ``"clean"`` (correctly classified), ``"worst_case"`` (robust to every
     attack at once: the per-sample worst case) and, if ``individual``, per attack name, robust to it.
@@ -43,7 +44,8 @@ def robust_flags(
     each attack runs on all of them, and its entry averages to its own robust accuracy. Otherwise
     each attack runs only on the points every earlier attack failed on (AutoAttack's ensemble):
     the same worst case for less work, but no per-attack numbers. With a ``trainer``, a SIGTERM it
-    received stops the evaluation before the next attack.
+    received stops the evaluation before the next attack; ``on_attack(attack)`` is called as each
+    attack starts (the progress line shows its name).
     """
     clean = predict_labels(model, x) == y
     flags = {"clean": clean}
@@ -51,6 +53,8 @@ def robust_flags(
     idx = clean.nonzero().flatten()
     for attack in attacks:
         stop_if_terminated(trainer)
+        if on_attack is not None:
+            on_attack(attack)
         if not individual:
             idx = worst.nonzero().flatten()
         robust = torch.zeros_like(clean)
@@ -130,7 +134,7 @@ class RobustnessEvaluation(SubsetEvaluation):
         return {metric_name(stage, key, self.name) for key in self.flag_keys()}
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        return robust_flags(model, x, y, self.attacks, self.individual, self.trainer)
+        return robust_flags(model, x, y, self.attacks, self.individual, self.trainer, self.show_attack)
 
     def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {metric_name(stage, key, self.name): values[key].mean() for key in self.flag_keys()}

@@ -98,6 +98,8 @@ class SubsetEvaluation(L.Callback, ABC):
         self.seed = check_int("seed", seed, low=0, high=MAX_SEED)
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.trainer: L.Trainer | None = None  # the Trainer of the running evaluation
+        self._progress: tqdm | None = None  # the running evaluation's progress line
+        self._attack_count = 0
 
     @abstractmethod
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -113,6 +115,13 @@ class SubsetEvaluation(L.Callback, ABC):
 
     def log_extras(self, trainer: L.Trainer, stage: str, metrics: Mapping[str, Tensor]) -> None:
         """Hook for figures and other non-scalar outputs (rank zero only)."""
+
+    def show_attack(self, attack: Attack) -> None:
+        """Put the attack now running on the progress line (``attack 3: apgd_t_linf_0.1``), so a
+        long evaluation never looks finished or stuck while one attack runs for minutes."""
+        self._attack_count += 1
+        if self._progress is not None:
+            self._progress.set_postfix_str(f"attack {self._attack_count}: {attack.name}", refresh=True)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Fail early when a checkpoint monitors our metric on epochs where it is not computed."""
@@ -176,14 +185,19 @@ class SubsetEvaluation(L.Callback, ABC):
         self.trainer = trainer
         with seeded_rng(self.seed, pl_module.device):
             chunks = shard.split(self.batch_size)
-            description = f"{type(self).__name__} on the {stage} subset"
-            for chunk in tqdm(chunks, desc=description, disable=not show, leave=False):
+            description = f"{type(self).__name__} on {len(shard)} {stage} samples"
+            progress = tqdm(chunks, desc=description, disable=not show, leave=False, unit="batch")
+            self._progress = progress
+            for chunk in progress:
+                self._attack_count = 0
                 stop_if_terminated(trainer)
                 x, y = stack_items(dataset, chunk.tolist())
                 values = self.per_sample(pl_module, x.to(pl_module.device), y.to(pl_module.device))
                 for key, value in values.items():
                     gathered.setdefault(key, CatMetric(nan_strategy="disable").to(pl_module.device))
                     gathered[key].update(value.float())
+            progress.close()
+            self._progress = None
         return {key: gathered_values(metric) for key, metric in gathered.items()}
 
     def log_metrics(

@@ -211,3 +211,14 @@ def test_a_named_evaluation_logs_its_own_subset_and_worst_case_beside_the_main_o
 def test_an_evaluation_name_must_be_a_plain_word(name):
     with pytest.raises(ValueError, match="name must be a non-empty string"):
         RobustnessEvaluation([FGSM(0.1)], name=name)
+
+
+def test_the_progress_line_names_each_attack_as_it_starts(tmp_path):
+    callback = RobustnessEvaluation([FGSM(0.1), PGD(0.1, steps=2)], num_samples=8)
+    shown = []
+    callback.show_attack = lambda attack: shown.append(attack.name)
+    model = StandardTraining(network=tiny_cnn(), num_classes=NUM_CLASSES)
+    quick_trainer(tmp_path, callbacks=[callback], inference_mode=False).test(
+        model, tiny_data(), verbose=False
+    )
+    assert shown == ["fgsm_linf_0.1", "pgd_linf_0.1"]
