@@ -1,4 +1,4 @@
-"""Fill each reproduction card's numbers from the committed leaderboard results.
+"""Fill each reproduction card's numbers (and the README's leaderboard) from the committed results.
 
     python benchmarks/cards.py           # rewrite the block between the markers of docs/reproductions/*.md
     python benchmarks/cards.py --check   # exit 1 when a card's numbers differ from the results
@@ -16,10 +16,17 @@ import json
 import sys
 from pathlib import Path
 
+from leaderboard_rows import ROWS
+
+from lit_robust.leaderboard import find_reports, leaderboard_rows, load_runs
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mnist_sample"
 CARDS = ROOT / "docs" / "reproductions"
 BEGIN, END = "<!-- numbers:begin -->", "<!-- numbers:end -->"
+README = ROOT / "README.md"
+README_BEGIN, README_END = "<!-- leaderboard:begin -->", "<!-- leaderboard:end -->"
+HEADLINE = "autoattack_linf_0.3"
 
 # card -> the leaderboard rows it cites (benchmarks/leaderboard_rows.py)
 SWEEP = {
@@ -127,9 +134,61 @@ def render(card: str, text: str, results: Path = RESULTS) -> str:
     return before + numbers_block(card, results) + after
 
 
+def readme_block(results: Path = RESULTS) -> str:
+    """The README's leaderboard block: the headline columns of every finished row, best first."""
+    finished = any(results.glob("*/report.json"))
+    rows = leaderboard_rows(load_runs(find_reports([results])), headline=HEADLINE) if finished else []
+    header = [
+        "row",
+        "defense",
+        "clean",
+        "AutoAttack Linf 0.3",
+        "paper protocol",
+        "masking flags",
+        "step cost ×",
+    ]
+    lines = [README_BEGIN, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        paper = "-" if row["paper_attack"] is None else f"{percent(row['paper_acc'])} `{row['paper_attack']}`"
+        flags = "n/a" if row["masking_flags"] is None else str(row["masking_flags"])
+        cost = "n/a" if row["step_cost"] is None else f"{row['step_cost']:.1f}"
+        name = f"`{row['name']}`" + (" (selected on val)" if row.get("selected") else "")
+        cells = [
+            name,
+            row["model"],
+            percent(row["clean_acc"]),
+            percent(row["headline_acc"]),
+            paper,
+            flags,
+            cost,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    total = (
+        f"{len(rows)} of {len(ROWS)} rows finished (every column: "
+        "`benchmarks/results/mnist_sample/leaderboard.md`; the rows still to run: "
+        "`python benchmarks/leaderboard.py --list`)."
+    )
+    return "\n".join([*lines, "", total, "", README_END])
+
+
+def update_readme(results: Path = RESULTS, write: bool = True) -> list[Path]:
+    """Regenerate the README's leaderboard block; ``[README]`` when it changed (written if ``write``)."""
+    text = README.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"README.md has no {README_BEGIN} ... {README_END} block")
+    before, rest = text.split(README_BEGIN, 1)
+    updated = before + readme_block(results) + rest.split(README_END, 1)[1]
+    if updated == text:
+        return []
+    if write:
+        README.write_text(updated)
+    return [README]
+
+
 def update_cards(results: Path = RESULTS, write: bool = True) -> list[Path]:
-    """Regenerate every card's numbers from ``results``; the cards that changed (written if ``write``)."""
-    stale = []
+    """Regenerate every card's numbers (and the README's leaderboard block) from ``results``; the
+    files that changed (written if ``write``)."""
+    stale = update_readme(results, write)
     for card in CARD_ROWS:
         path = CARDS / f"{card}.md"
         text = path.read_text()
