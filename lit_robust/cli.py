@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -177,6 +178,7 @@ class LitRobustCLI(LightningCLI):
     # ---------------------------------------------------------------------------- the results
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
+            print(fit_summary(self.trainer))
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
@@ -295,6 +297,19 @@ def latest_last_checkpoint(folder: Path | None) -> Path:
             f"(absolute: {folder.resolve()}); drop --ckpt_path to start a new run"
         )
     return max(found)[1]
+
+
+def fit_summary(trainer: L.Trainer) -> str:
+    """What ``fit`` without ``test_after_fit`` leaves: how far it trained, where the weights are, and
+    the command that tests them."""
+    log_dir = trainer.log_dir or "."
+    last = Path(log_dir) / "checkpoints" / "last.ckpt"
+    lines = ["", f"lit-robust fit: trained {trainer.current_epoch} epoch(s), {trainer.global_step} steps."]
+    if last.is_file():
+        lines.append(f"Last checkpoint:  {last}")
+        lines.append(f"Test it:          lit-robust test --config {log_dir}/config.yaml --ckpt_path {last}")
+    lines.append(f"TensorBoard logs: {log_dir}   (tensorboard --logdir {log_dir})")
+    return "\n".join(lines)
 
 
 def format_summary(metrics: Mapping[str, object], log_dir: str | None = None, checkpoint: str = "") -> str:

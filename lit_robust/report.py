@@ -69,6 +69,28 @@ def evaluation_settings(callback: SubsetEvaluation) -> dict[str, Any]:
     }
 
 
+def weights_scored(model: L.LightningModule, checkpoint: str | None) -> str | None:
+    """The file whose weights were evaluated: the checkpoint, else the model's ``init_from``."""
+    if checkpoint:
+        return checkpoint
+    init_from = getattr(model, "init_from", None)
+    return f"{init_from} (init_from)" if init_from else None
+
+
+def training_settings(model: L.LightningModule) -> dict[str, Any]:
+    """What the evaluated model was trained with, as far as the model knows: its class, its plain
+    hyperparameters (``lam``, ``beta``, ...), the training attack and TRADES' beta."""
+    adversary = getattr(model, "adversary", None)
+    plain = (bool, int, float, str, type(None))
+    hyperparameters = {k: v for k, v in getattr(model, "hparams", {}).items() if isinstance(v, plain)}
+    return {
+        "defense": type(model).__name__,
+        "adversary": attack_settings(adversary) if isinstance(adversary, Attack) else None,
+        "trades_beta": getattr(model, "trades_beta", None),
+        "hyperparameters": hyperparameters,
+    }
+
+
 def eps_curves(evaluations: list[dict[str, Any]], metrics: dict[str, float]) -> dict[str, list[list[float]]]:
     """Robust accuracy against eps for every attack family (short name and threat model, so wrapped
     variants such as ``_surrogate`` and ``_exact`` stay apart) evaluated at two or more budgets."""
@@ -100,6 +122,8 @@ def build_report(
         "model": type(model).__name__,
         "network": type(getattr(model, "network", model)).__name__,
         "checkpoint": checkpoint,
+        "weights": weights_scored(model, checkpoint),
+        "training": training_settings(model),
         "checkpoint_progress": getattr(model, "checkpoint_progress", None),
         "clean_acc": metrics.get(metric("test", ACC)),
         "subset_clean_acc": metrics.get(metric("test", SUBSET_ACC)),
@@ -129,7 +153,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"# Robustness report: {report['model']} ({report['network']})",
         "",
         f"Run: `{report['run']['command']}` {report['run']['status']}.  ",
-        f"Checkpoint: `{report['checkpoint']}`{progress_text(report['checkpoint_progress'])}  ",
+        f"Weights: `{report.get('weights', report['checkpoint'])}`"
+        f"{progress_text(report['checkpoint_progress'])}  ",
+        f"Trained as: {training_text(report.get('training'))}  ",
         f"Created: {report['created']}; device {report['hardware']['device']}, "
         f"{report['hardware']['processes']} process(es); seed {report['seed']}",
         "",
@@ -183,6 +209,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"  - `{json.dumps(attack, sort_keys=True)}`" for attack in evaluation["attacks"]]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)
+
+
+def training_text(training: dict[str, Any] | None) -> str:
+    """``AdversarialTraining, adversary pgd_linf_0.3, lam=1.0``: the training settings in one line."""
+    if not training:
+        return "unknown"
+    parts = [training["defense"]]
+    if training.get("adversary"):
+        parts.append(f"adversary `{training['adversary']['name']}`")
+    if training.get("trades_beta") is not None:
+        parts.append(f"TRADES beta {training['trades_beta']:g}")
+    parts += [f"{k}={v}" for k, v in training.get("hyperparameters", {}).items() if v is not None]
+    return ", ".join(parts)
 
 
 def progress_text(progress: dict[str, Any] | None) -> str:

@@ -134,10 +134,14 @@ def test_num_classes_disagreement_is_a_clear_error():
         main(args)
 
 
-def test_checkpointing_follows_the_evaluation_period():
+def test_checkpointing_follows_the_evaluation_period(capsys):
     debug = [CONFIGS / "trainer" / "debug.yaml", CONFIGS / "eval" / "smoke.yaml"]
     main(["fit", *config_args(*BASE, *debug), "--trainer.max_epochs=2", "--robustness.every_n_epochs=2"])
     assert [p.name for p in Path("runs/debug").rglob("best-*.ckpt")] == ["best-epoch=1.ckpt"]
+    # fit without test_after_fit does not end silently: it says where the weights are and how to test them
+    out = capsys.readouterr().out
+    assert "lit-robust fit: trained 2 epoch(s)" in out
+    assert "Test it:          lit-robust test --config " in out
 
 
 def test_validate_and_predict_run():

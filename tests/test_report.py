@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 
 from lit_robust.attacks import PGD, Transfer
-from lit_robust.report import attack_settings, eps_curves, progress_text, render_markdown
+from lit_robust.defenses import AdversarialTraining
+from lit_robust.report import (
+    attack_settings,
+    eps_curves,
+    progress_text,
+    render_markdown,
+    training_settings,
+    training_text,
+    weights_scored,
+)
 from tests.helpers import tiny_cnn
 
 
@@ -51,3 +60,12 @@ def test_the_report_shows_training_time_and_named_evaluations():
     assert "| **worst case over the main evaluation's attacks** | **50.00%** |" in page
     assert "| worst case over the attacks of evaluation `budgets` | 25.00% |" in page
     assert "- RobustnessEvaluation `budgets`: 200 samples, seed 0" in page
+
+
+def test_the_report_names_the_weights_and_how_the_model_was_trained():
+    model = AdversarialTraining(network=tiny_cnn(), attack=PGD(0.3, steps=2), num_classes=4, init_from="w.pt")
+    training = training_settings(model)
+    assert training["defense"] == "AdversarialTraining" and training["adversary"]["name"] == "pgd_linf_0.3"
+    assert training_text(training).startswith("AdversarialTraining, adversary `pgd_linf_0.3`")
+    assert weights_scored(model, None) == "w.pt (init_from)" and weights_scored(model, "a.ckpt") == "a.ckpt"
+    json.dumps(training)  # plain values only
