@@ -48,7 +48,8 @@ from lit_robust.defenses.base import RobustClassifier
 from lit_robust.leaderboard import main as compare_runs
 from lit_robust.loading import refusal
 from lit_robust.metrics import ACC, ROBUST_ACC, SUBSET_ACC, WORST_CASE_ACC, metric, per_attack
-from lit_robust.report import write_incomplete_report, write_report
+from lit_robust.report import training_settings, write_incomplete_report, write_report
+from lit_robust.tensorboard import disable_hp_metric, write_run_summary
 
 # The model arguments that hold the network, and the network arguments the data fixes: each one a network
 # has and leaves unset (None) is filled from the data.
@@ -174,6 +175,23 @@ class LitRobustCLI(LightningCLI):
                 lines.append(f"The last completed epoch is in {last}; resume with")
                 lines.append(f"  lit-robust fit --config {log_dir}/config.yaml --ckpt_path last")
         print("\n".join(lines), file=sys.stderr)
+
+    # ------------------------------------------------------------------------------ TensorBoard
+    def before_fit(self) -> None:
+        self._summarize_run()
+
+    def before_validate(self) -> None:
+        self._summarize_run()
+
+    def before_test(self) -> None:
+        self._summarize_run()
+
+    def _summarize_run(self) -> None:
+        """No ``hp_metric`` placeholder; the run's hyperparameters against its robust accuracy and one
+        chart of every accuracy in TensorBoard (:mod:`lit_robust.tensorboard`)."""
+        disable_hp_metric(self.trainer.logger)
+        if self.trainer.is_global_zero:
+            write_run_summary(self.trainer.logger, training_settings(self.model))
 
     # ---------------------------------------------------------------------------- the results
     def after_fit(self) -> None:

@@ -85,6 +85,7 @@ def training_settings(model: L.LightningModule) -> dict[str, Any]:
     hyperparameters = {k: v for k, v in getattr(model, "hparams", {}).items() if isinstance(v, plain)}
     return {
         "defense": type(model).__name__,
+        "network": type(getattr(model, "network", model)).__name__,
         "adversary": attack_settings(adversary) if isinstance(adversary, Attack) else None,
         "trades_beta": getattr(model, "trades_beta", None),
         "hyperparameters": hyperparameters,

@@ -9,6 +9,8 @@ import pytest
 import torch
 import yaml
 from jsonargparse import Namespace
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lit_robust.cli import LitRobustCLI, data_facts, fill_network_arguments, main
 from lit_robust.data import SyntheticDataModule
@@ -257,3 +259,24 @@ def test_data_facts():
         "input_shape": [3, 16, 24],
     }
     assert data_facts(object()) == {}  # input_size is only for square images (above), nothing without facts
+
+
+def test_tensorboard_opens_on_the_hyperparameters_against_robust_accuracy():
+    """No ``hp_metric = -1`` placeholder; the HPARAMS tab lists what tells runs apart and compares them
+    on val/worst_case_acc; a custom-scalars layout puts every accuracy of a run on one chart."""
+
+    debug = [CONFIGS / "trainer" / "debug.yaml", CONFIGS / "eval" / "smoke.yaml"]
+    main(
+        ["fit", *config_args(CONFIGS / "data" / "synthetic.yaml", CONFIGS / "model" / "trades.yaml", *debug)]
+    )
+    (events,) = Path("runs").rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert "hp_metric" not in accumulator.Tags()["scalars"]
+    assert "custom_scalars__config__" in accumulator.Tags()["tensors"]
+    content = accumulator.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    names = {info.name for info in experiment.hparam_infos}
+    assert {"defense", "network", "adversary", "adversary_eps", "beta"} <= names
+    assert not any(name.startswith("_") for name in names)
+    assert [info.name.tag for info in experiment.metric_infos][0] == "val/worst_case_acc"
