@@ -24,7 +24,13 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import InputSpec, Normalize, from_the_data, network_statistics
+from lit_robust.models.normalize import (
+    InputSpec,
+    Normalize,
+    check_image_shape,
+    from_the_data,
+    network_statistics,
+)
 from lit_robust.validation import check_choice, check_int
 
 ACTIVATIONS = ("leaky_relu", "relu", "tanh")
@@ -164,10 +170,7 @@ class BiasFreeMLP(nn.Module):
     ):
         super().__init__()
         num_classes = check_int("num_classes", 10 if num_classes is None else num_classes, 2)
-        input_shape = (1, 28, 28) if input_shape is None else input_shape
-        if isinstance(input_shape, str) or len(input_shape) != 3:
-            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
-        channels, height, width = (check_int(f"input_shape[{i}]", n, 1) for i, n in enumerate(input_shape))
+        channels, height, width = check_image_shape(input_shape)
         widths = [check_int(f"hidden[{i}]", width, 1) for i, width in enumerate(hidden)]
         activation, init = check_style(activation, init)
         in_features = channels * height * width

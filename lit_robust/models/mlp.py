@@ -6,7 +6,13 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lit_robust.models.normalize import InputSpec, Normalize, from_the_data, network_statistics
+from lit_robust.models.normalize import (
+    InputSpec,
+    Normalize,
+    check_image_shape,
+    from_the_data,
+    network_statistics,
+)
 from lit_robust.validation import check_int
 
 
@@ -36,10 +42,7 @@ class MLP(nn.Module):
     ):
         super().__init__()
         num_classes = check_int("num_classes", 10 if num_classes is None else num_classes, 2)
-        input_shape = (1, 28, 28) if input_shape is None else input_shape
-        if isinstance(input_shape, str) or len(input_shape) != 3:
-            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
-        channels, height, width = (check_int(f"input_shape[{i}]", n, 1) for i, n in enumerate(input_shape))
+        channels, height, width = check_image_shape(input_shape)
         in_features = channels * height * width
         name = f"MLP(input_shape={[channels, height, width]})"
         hint = from_the_data("input_shape")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_robust.validation import check_real
+from lit_robust.validation import check_int, check_real
 
 # per-channel statistics of the CIFAR-10 training images, pixel units: the CIFAR models' defaults
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -166,3 +166,18 @@ def from_the_data(*arguments: str) -> str:
     return (
         f"leave {names} unset (null) under lit-robust, which takes them from the data, or set them to match"
     )
+
+
+def check_image_shape(
+    input_shape: Sequence[int] | None, default: tuple[int, int, int] = (1, 28, 28)
+) -> tuple[int, int, int]:
+    """``input_shape`` as ``(channels, height, width)``, each an integer >= 1 (``None``: ``default``).
+
+    Raises:
+        ValueError: not three entries, or an entry that is not an integer >= 1 (named by its index).
+    """
+    input_shape = default if input_shape is None else input_shape
+    if isinstance(input_shape, str) or len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+    channels, height, width = (check_int(f"input_shape[{i}]", n, 1) for i, n in enumerate(input_shape))
+    return channels, height, width
