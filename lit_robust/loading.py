@@ -8,7 +8,8 @@ numbers load; a file that needs anything more is refused with :class:`UnsafeFile
 file and the object it asked for. ``.safetensors`` files (tensors only, by construction) load too:
 :func:`save_safetensors` writes the network weights the benchmark commits.
 
-:class:`SafeCheckpointIO` is the same loader as a Lightning checkpoint plugin; every
+:class:`lit_robust.defenses.checkpoint_io.SafeCheckpointIO` is the same loader as a Lightning
+checkpoint plugin; every
 ``RobustClassifier`` installs it on its Trainer (replacing only Lightning's default plugin), so
 ``trainer.fit(..., ckpt_path=...)`` is safe in code and from ``lit-robust``. A user who trusts a
 file and wants it unpickled says so explicitly: ``trainer.fit(..., weights_only=False)``.
@@ -18,13 +19,12 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
 
@@ -89,18 +89,3 @@ def save_safetensors(state: Mapping[str, Tensor], path: str | Path) -> Path:
     tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state.items()}
     safetensors.torch.save_file(tensors, str(path))
     return path
-
-
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint plugin, loading through :func:`load_file` unless the caller passed
-    ``weights_only=False`` itself (the explicit "I trust this file")."""
-
-    def load_checkpoint(
-        self,
-        path: str | Path,
-        map_location: Callable | None = lambda storage, loc: storage,
-        weights_only: bool | None = None,
-    ) -> dict[str, Any]:
-        if weights_only is False:
-            return super().load_checkpoint(path, map_location=map_location, weights_only=False)
-        return load_file(path, "checkpoint", map_location)

@@ -17,7 +17,8 @@ from lit_robust.attacks import FGSM, Transfer
 from lit_robust.cli import main
 from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.base import load_network_state
-from lit_robust.loading import SafeCheckpointIO, UnsafeFileError, load_file, save_safetensors
+from lit_robust.defenses.checkpoint_io import SafeCheckpointIO
+from lit_robust.loading import UnsafeFileError, load_file, save_safetensors
 from tests.helpers import CONFIGS, config_args, quick_trainer, tiny_cnn, tiny_data
 
 BASE = [CONFIGS / "data" / "synthetic.yaml", CONFIGS / "model" / "standard.yaml"]

@@ -25,7 +25,7 @@ What the base guarantees to every defense (README, "Reliability"):
 
 * every file is loaded with ``weights_only=True`` (:mod:`lit_robust.loading`): ``init_from``,
   ``load_from_checkpoint`` and the Trainer's ``ckpt_path`` (the model installs
-  :class:`~lit_robust.loading.SafeCheckpointIO` on its Trainer);
+  :class:`~lit_robust.defenses.checkpoint_io.SafeCheckpointIO` on its Trainer);
 * ``init_from`` is loaded after Lightning restores a checkpoint, and only when none was restored;
 * a non-finite training loss stops training with :class:`~lit_robust.finite.NonFiniteError`
   naming the step and the terms; no checkpoint is written from non-finite weights and no accuracy
@@ -54,6 +54,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_robust.attacks.base import Attack, Objective
+from lit_robust.defenses.checkpoint_io import SafeCheckpointIO
 from lit_robust.finite import (
     NonFiniteError,
     check_finite_outputs,
@@ -61,7 +62,7 @@ from lit_robust.finite import (
     describe_terms,
     non_finite_terms,
 )
-from lit_robust.loading import SafeCheckpointIO, load_file, refusal
+from lit_robust.loading import load_file, refusal
 from lit_robust.models.modes import eval_mode
 from lit_robust.models.normalize import Normalize
 from lit_robust.rng_state import capture_rng_states, restore_rng_states
@@ -305,7 +306,8 @@ class RobustClassifier(L.LightningModule):
     # ------------------------------------------------------------------------------ setup checks
     def setup(self, stage: str) -> None:
         """Check, before any work, that the network and the data agree on the number of classes;
-        make the Trainer load checkpoints safely (:class:`~lit_robust.loading.SafeCheckpointIO`).
+        make the Trainer load checkpoints safely
+        (:class:`~lit_robust.defenses.checkpoint_io.SafeCheckpointIO`).
 
         ``init_from`` is not loaded here: Lightning calls ``setup`` *before* it restores
         ``ckpt_path``, and a restored checkpoint must win without ``init_from`` ever being opened

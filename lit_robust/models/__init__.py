@@ -7,8 +7,8 @@ from lit_robust.models.lenet import LeNet
 from lit_robust.models.mlp import MLP
 from lit_robust.models.normalize import Normalize
 from lit_robust.models.preact_resnet import PreActResNet, PreActResNet18
-from lit_robust.models.robustbench_model import RobustBenchModel
 from lit_robust.models.resnet_cifar import CifarResNet, ResNet20, ResNet56
+from lit_robust.models.robustbench_model import RobustBenchModel
 from lit_robust.models.small_cnn import SmallCNN
 from lit_robust.models.taps import Taps
 from lit_robust.models.torchvision_model import TorchvisionModel, disable_inplace

@@ -75,28 +75,27 @@ def import_robustbench() -> Any:
         ImportError: robustbench (or what it imports) is missing, with the command that installs it.
     """
     if "autoattack" not in sys.modules and importlib.util.find_spec("autoattack") is None:
-        try:
-            import pyautoattack
-            import pyautoattack.state
-        except ImportError:
-            pass
-        else:  # robustbench 1.1.1 depends on pyautoattack but imports it as ``autoattack``
-            sys.modules["autoattack"] = pyautoattack
-            sys.modules["autoattack.state"] = pyautoattack.state
+        # robustbench 1.1.1 depends on pyautoattack (a core dependency here) but imports it as ``autoattack``
+        sys.modules["autoattack"] = importlib.import_module("pyautoattack")
+        sys.modules["autoattack.state"] = importlib.import_module("pyautoattack.state")
     try:
         return importlib.import_module("robustbench.utils")
     except ImportError as error:
-        hint = " (robustbench 1.1.1 imports pkg_resources: pip install 'setuptools<82')" if (
-            getattr(error, "name", None) == "pkg_resources"
-        ) else ""
+        hint = (
+            " (robustbench 1.1.1 imports pkg_resources: pip install 'setuptools<82')"
+            if (getattr(error, "name", None) == "pkg_resources")
+            else ""
+        )
         raise ImportError(
             f"RobustBenchModel needs robustbench: pip install 'lit-robust[robustbench]'{hint}; "
             f"importing it failed with {type(error).__name__}: {error}"
         ) from error
 
 
-def weights_path(name: str, dataset: str = "cifar10", threat_model: str = "Linf", model_dir: str = "models") -> Path:
-    """``<model_dir>/<dataset>/<threat_model>/<name>.pt``: where RobustBench keeps (and looks for) the weights."""
+def weights_path(
+    name: str, dataset: str = "cifar10", threat_model: str = "Linf", model_dir: str = "models"
+) -> Path:
+    """``<model_dir>/<dataset>/<threat_model>/<name>.pt``: where RobustBench keeps the weights."""
     return Path(model_dir) / dataset / threat_model / f"{name}.pt"
 
 
@@ -114,10 +113,9 @@ def state_dict_of(checkpoint: Any, name: str, imagenet: bool, architecture: nn.M
     state = rb.rm_substr_from_state_dict(state, "model.")
     if imagenet:
         if name in IMAGENET_SWIN:
-            try:
-                from timm.models.swin_transformer import checkpoint_filter_fn
-
-                state = checkpoint_filter_fn(state, architecture.model)
+            try:  # timm comes with robustbench; optional, so imported only here
+                swin = importlib.import_module("timm.models.swin_transformer")
+                state = swin.checkpoint_filter_fn(state, architecture.model)
             except Exception:  # as load_model: keep the state as it is
                 pass
         if name not in IMAGENET_UNPREFIXED:
@@ -126,7 +124,7 @@ def state_dict_of(checkpoint: Any, name: str, imagenet: bool, architecture: nn.M
 
 
 class RobustBenchModel(nn.Module):
-    """A RobustBench model-zoo network with its weights, in eval mode; inputs in [0, 1], no ``Normalize`` added.
+    """A RobustBench model-zoo network with its weights, in eval mode; inputs in [0, 1], no ``Normalize``.
 
     The zoo's network is the submodule ``network`` (tap names read ``network.<its layers>``). See the
     module docstring for the weights file, its safe loading, and normalization.
@@ -146,10 +144,13 @@ class RobustBenchModel(nn.Module):
         lit_robust.loading.UnsafeFileError: the file needs code to load.
     """
 
-    def __init__(self, name: str, dataset: str = "cifar10", threat_model: str = "Linf", model_dir: str = "models"):
+    def __init__(
+        self, name: str, dataset: str = "cifar10", threat_model: str = "Linf", model_dir: str = "models"
+    ):
         super().__init__()
         rb = import_robustbench()
-        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+        enums = importlib.import_module("robustbench.model_zoo.enums")
+        BenchmarkDataset, ThreatModel = enums.BenchmarkDataset, enums.ThreatModel  # noqa: N806
 
         try:
             dataset_ = BenchmarkDataset(dataset)
@@ -172,9 +173,13 @@ class RobustBenchModel(nn.Module):
             )
         entry = zoo[name]
         if isinstance(entry.get("gdrive_id"), list):
-            raise ValueError(f"{name!r} is an ensemble of several weight files, which RobustBenchModel does not load")
+            raise ValueError(
+                f"{name!r} is an ensemble of several weight files, which RobustBenchModel does not load"
+            )
         if entry.get("gdrive_id") is None:
-            raise ValueError(f"{name!r} has no weights file in RobustBench's zoo (a timm model), not supported")
+            raise ValueError(
+                f"{name!r} has no weights file in RobustBench's zoo (a timm model), not supported"
+            )
         self.name, self.dataset, self.threat_model = name, dataset_.value, threat_.value
         self.weights_path = weights_path(name, dataset_.value, threat_.value, model_dir)
         if not self.weights_path.is_file():  # before anything could try to download it
@@ -183,8 +188,9 @@ class RobustBenchModel(nn.Module):
                 f"{self.weights_path.resolve()}); lit_robust never downloads them. Put the file there: run "
                 f"robustbench.utils.load_model(model_name={name!r}, dataset={dataset_.value!r}, "
                 f"threat_model={threat_.value!r}, model_dir=...) on a machine with internet, or download it "
-                f"from RobustBench's model zoo ({ZOO_PAGE}), then copy <model_dir>/{dataset_.value}/"
-                f"{threat_.value}/{name}.pt here (or set model_dir to the folder holding {dataset_.value}/)"
+                f"from RobustBench's model zoo ({ZOO_PAGE}), and copy its <model_dir>/{dataset_.value}/"
+                f"{threat_.value}/{name}.pt to that path (or point model_dir at the folder holding "
+                f"{dataset_.value}/)"
             )
         network = entry["model"]()
         checkpoint = load_file(self.weights_path, f"RobustBench weights of {name!r}")

@@ -34,6 +34,7 @@ from lit_robust.models import (
     PreActResNet18,
     ResNet20,
     ResNet56,
+    RobustBenchModel,
     SmallCNN,
     Taps,
     TemplateBank,
@@ -64,6 +65,7 @@ REQUIRED: dict[type, dict[str, Any]] = {
     PreActResNet18: {},
     ResNet20: {},
     ResNet56: {},
+    RobustBenchModel: {"name": "Ding2020MMA"},  # no numeric arguments: nothing built here
     SmallCNN: {},
     Taps: {"network": nn.Identity()},
     TorchvisionModel: {"name": "resnet18"},
