@@ -46,15 +46,20 @@ from lit_robust.report import PACKAGES, _version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cards import update_cards  # noqa: E402
+from gfa_study_rows import STUDY_ROWS  # noqa: E402
 from leaderboard_rows import LEADERBOARD, ROWS, SMOKE_ROWS, Row  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "configs/data/mnist_sample.yaml"
 BUDGET = f"{LEADERBOARD}/budget.yaml"
-PROTOCOL = "configs/eval/leaderboard_mnist.yaml"
 SELECTION = f"{LEADERBOARD}/select.yaml"
 SELECTION_METRIC = "val/worst_case_acc"
 HEADLINE = "autoattack_linf_0.3"
+TABLES = {  # name -> (rows, results folder, training logs)
+    "leaderboard": (ROWS, "benchmarks/results/mnist_sample", "runs/leaderboard"),
+    "gfa_study": (STUDY_ROWS, "benchmarks/results/gfa_study", "runs/gfa_study"),
+    "smoke": (SMOKE_ROWS, "runs/leaderboard_smoke/results", "runs/leaderboard_smoke/runs"),
+}
 
 
 # ----------------------------------------------------------------------------------- commands
@@ -97,10 +102,14 @@ def fit_command(row: Row, runs: Path, out: Path, smoke: bool) -> list[str]:
 
 
 def eval_config(row: Row, smoke: bool) -> dict[str, Any]:
-    """The protocol (or the smoke protocol) with the row's paper attacks added to ``budgets``."""
-    protocol = yaml.safe_load((ROOT / (f"{LEADERBOARD}/smoke_eval.yaml" if smoke else PROTOCOL)).read_text())
-    budgets = next(cb for cb in protocol["trainer"]["callbacks"] if cb["init_args"].get("name") == "budgets")
-    budgets["init_args"]["attacks"] += [dict(paper) for paper in row.paper_attacks]
+    """The row's protocol (or the smoke protocol) with its paper attacks added to ``budgets``."""
+    protocol = yaml.safe_load(
+        (ROOT / (f"{LEADERBOARD}/smoke_eval.yaml" if smoke else row.protocol)).read_text()
+    )
+    if row.paper_attacks:
+        callbacks = protocol["trainer"]["callbacks"]
+        budgets = next(cb for cb in callbacks if cb["init_args"].get("name") == "budgets")
+        budgets["init_args"]["attacks"] += [dict(paper) for paper in row.paper_attacks]
     return protocol
 
 
@@ -266,15 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results (default benchmarks/results/mnist_sample)")
     parser.add_argument("--runs", type=Path, default=None, help="training logs (default runs/leaderboard)")
     parser.add_argument("--smoke", action="store_true", help="two rows on tiny budgets")
+    parser.add_argument(
+        "--table",
+        choices=list(TABLES),
+        default="leaderboard",
+        help="which rows: the leaderboard or the GFA study",
+    )
     parser.add_argument("--list", action="store_true", help="print the rows and their state, run nothing")
     parser.add_argument("--commit", action="store_true", help="git-commit each row's results when done")
     args = parser.parse_args(argv)
-    table = SMOKE_ROWS if args.smoke else ROWS
-    default_out, default_runs = (
-        ("runs/leaderboard_smoke/results", "runs/leaderboard_smoke/runs")
-        if args.smoke
-        else ("benchmarks/results/mnist_sample", "runs/leaderboard")
-    )
+    table, default_out, default_runs = TABLES["smoke" if args.smoke else args.table]
     out, runs = (args.out or ROOT / default_out).resolve(), (args.runs or ROOT / default_runs).resolve()
     unknown = sorted(set(args.rows) - {row.name for row in table})
     if unknown:
@@ -305,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix}: done in {minutes:.1f} min ({timing}; {total:.1f} min so far)", flush=True)
         mark_selected(table, out)
         written = list(write_leaderboard(sorted(out.glob("*/report.json")), out, headline=HEADLINE).values())
-        if not args.smoke:  # the cards cite the committed results only
+        if args.table == "leaderboard" and not args.smoke:  # the cards cite the leaderboard's results
             written += update_cards(out)
         if args.commit:
             message = f"Leaderboard row {row.name} (config {keys[row.name]})"

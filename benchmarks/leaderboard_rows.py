@@ -30,6 +30,7 @@ class Row:
             (200 digits); their names must end in ``_paper``.
         note: what differs from the matched budget, and why.
         tags: ``"paper_setting"`` marks a sweep's paper (or spec) value.
+        protocol: the evaluation config (the paper attacks join its ``budgets`` evaluation, if any).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Row:
     paper_attacks: tuple[dict, ...] = ()
     note: str = ""
     tags: tuple[str, ...] = ()
+    protocol: str = "configs/eval/leaderboard_mnist.yaml"
 
 
 def attack(class_name: str, name: str, **init_args) -> dict:
