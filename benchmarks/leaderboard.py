@@ -78,10 +78,15 @@ def config_args(*configs: str | Path) -> list[str]:
     return [arg for config in configs for arg in ("--config", str(config))]
 
 
+def relative(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (what a committed config should hold)."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def logger_args(runs: Path, row: str, version: str) -> list[str]:
     """Logs of ``row``'s ``version`` (``fit``, ``select``, ``test``) in ``<runs>/<row>/<version>``."""
     return [
-        f"--trainer.logger.init_args.save_dir={runs}",
+        f"--trainer.logger.init_args.save_dir={relative(runs)}",
         f"--trainer.logger.init_args.name={row}",
         f"--trainer.logger.init_args.version={version}",
     ]
@@ -96,9 +101,11 @@ def fit_command(row: Row, runs: Path, out: Path, smoke: bool) -> list[str]:
     configs = fit_configs(row, smoke)
     command = lit_robust("fit", *config_args(*configs), *row.overrides, *logger_args(runs, row.name, "fit"))
     if row.fine_tune_from:
-        command.append(f"--model.init_args.init_from={out / row.fine_tune_from / 'weights.safetensors'}")
+        command.append(
+            f"--model.init_args.init_from={relative(out / row.fine_tune_from / 'weights.safetensors')}"
+        )
     last = runs / row.name / "fit" / "checkpoints" / "last.ckpt"
-    return command + ([f"--ckpt_path={last}"] if last.is_file() else [])
+    return command + ([f"--ckpt_path={relative(last)}"] if last.is_file() else [])
 
 
 def eval_config(row: Row, smoke: bool) -> dict[str, Any]:
@@ -186,14 +193,15 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
     folder, work = out / row.name, runs / row.name
     folder.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    done = work / "fit.done"  # holds the config key the finished fit trained
-    if done.is_file() and done.read_text() != key:
-        shutil.rmtree(work / "fit")  # trained by another config: start again
-        done.unlink()
+    stamp, done = work / "fit.key", work / "fit.done"  # the config key the fit trains; it finished
+    if stamp.is_file() and stamp.read_text() != key:
+        shutil.rmtree(work / "fit", ignore_errors=True)  # begun or trained by another config: start again
+        done.unlink(missing_ok=True)
+    stamp.write_text(key)
     log = work / "commands.log"
     fit = fit_command(row, runs, out, smoke)
     fit_seconds = run(fit, log) if not done.is_file() else 0.0
-    done.write_text(key)
+    done.touch()
     last = work / "fit" / "checkpoints" / "last.ckpt"
     progress = export_weights(last, folder / "weights.safetensors")
     shutil.copyfile(work / "fit" / "config.yaml", folder / "config.yaml")
@@ -202,14 +210,15 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
     score = None
     if row.group:
         select = lit_robust(
-            "validate", *config_args(folder / "config.yaml", SELECTION), f"--ckpt_path={last}",
-            *logger_args(runs, row.name, "select"),
+            "validate", *config_args(relative(folder / "config.yaml"), SELECTION),
+            f"--ckpt_path={relative(last)}", *logger_args(runs, row.name, "select"),
         )  # fmt: skip
         shutil.rmtree(work / "select", ignore_errors=True)
         run(select, log)
         score, commands["select"] = selection_score(work / "select"), select
     test = lit_robust(
-        "test", *config_args(folder / "config.yaml", folder / "eval.yaml"), f"--ckpt_path={last}",
+        "test", *config_args(relative(folder / "config.yaml"), relative(folder / "eval.yaml")),
+        f"--ckpt_path={relative(last)}",
         *logger_args(runs, row.name, "test"),
     )  # fmt: skip
     shutil.rmtree(work / "test", ignore_errors=True)
