@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import re
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -387,8 +388,14 @@ class RobustClassifier(L.LightningModule):
         """Lightning's ``load_from_checkpoint``, with ``weights_only=True`` unless you pass
         ``weights_only=False`` yourself (for a file you trust); ``init_from`` is not loaded.
 
+        A model built in code stored only its plain arguments: pass its live objects again (the
+        network, the attacks, ...), e.g. ``AdversarialTraining.load_from_checkpoint(path,
+        network=SmallCNN(...), attack=PGD(0.3))``. A model trained through ``lit-robust`` rebuilds
+        everything from its saved config.
+
         Raises:
             UnsafeFileError: the checkpoint needs more than tensors and plain data to load.
+            TypeError: a live object was not passed again, naming it.
         """
         if weights_only is None:
             weights_only = True
@@ -398,6 +405,16 @@ class RobustClassifier(L.LightningModule):
             )
         except pickle.UnpicklingError as error:
             raise refusal(checkpoint_path, "checkpoint", error) from None
+        except TypeError as error:
+            missing = re.findall(r"'(\w+)'", str(error)) if "required" in str(error) else []
+            if not missing:
+                raise
+            passed = ", ".join(f"{name}=..." for name in missing)
+            raise TypeError(
+                f"{cls.__name__}.load_from_checkpoint({str(checkpoint_path)!r}) needs {missing}: objects "
+                f"built in code (networks, attacks) are not stored in a checkpoint, pass them again: "
+                f"{cls.__name__}.load_from_checkpoint(path, {passed})"
+            ) from None
 
     def _check_data(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
