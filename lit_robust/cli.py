@@ -43,6 +43,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_robust.callbacks.checkpoint import RunCheckpoint
 from lit_robust.callbacks.robustness_evaluation import RobustnessEvaluation
+from lit_robust.cli_parser import BriefArgumentParser
 from lit_robust.data.base import ImageDataModule
 from lit_robust.defenses.base import RobustClassifier
 from lit_robust.leaderboard import main as compare_runs
@@ -74,6 +75,8 @@ class LitRobustCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs):
         self._resumed_version = None  # the logger's init_args whose version a resume set
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
+        kwargs.setdefault("parser_class", BriefArgumentParser)
+        kwargs.setdefault("parser_kwargs", {"prog": "lit-robust"})  # the name in messages, however started
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(

@@ -285,3 +285,17 @@ def test_tensorboard_opens_on_the_hyperparameters_against_robust_accuracy():
     assert {"defense", "network", "adversary", "adversary_eps", "beta"} <= names
     assert not any(name.startswith("_") for name in names)
     assert [info.name.tag for info in experiment.metric_infos][0] == "val/worst_case_acc"
+
+
+def test_a_cli_mistake_ends_in_a_short_error_with_a_suggestion(capsys):
+    """No usage dump, no echo of the value: the error, a suggestion for a mistyped class, the hint."""
+    base = config_args(*BASE)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *base, "--model.init_args.network.class_path=lit_robust.models.SmallCN"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "did you mean lit_robust.models.SmallCNN?" in err and "tip: lit-robust fit --help" in err
+    assert "usage:" not in err and "Given value" not in err and len(err.splitlines()) < 15
+    with pytest.raises(SystemExit):
+        main(["fit", *base, "--model.init_args.lam=3"])
+    assert "Option 'lam' is not accepted" in capsys.readouterr().err
