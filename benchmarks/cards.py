@@ -98,7 +98,7 @@ def row_cells(name: str, results: Path = RESULTS) -> list[str] | None:
 
 def numbers_block(card: str, results: Path = RESULTS) -> str:
     """The generated block of ``card``: the table, the commands, the rows still to run."""
-    header = ["row", "clean (1,000)", *COLUMNS, "paper protocol (200)", "masking flags", "DeepFool median L2"]
+    header = ["row", "clean (1,000)", *COLUMNS, "paper protocol (500)", "masking flags", "DeepFool median L2"]
     lines = [BEGIN, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     missing = []
     for name in CARD_ROWS[card]:

@@ -26,11 +26,11 @@ class Row:
         overrides: ``fit`` command-line arguments after the configs (``--model.init_args.lam=0.1``).
         group: the weight sweep this row belongs to (selection on validation), or ``None``.
         fine_tune_from: the row whose final weights this one starts from (``init_from``).
-        paper_attacks: the paper's own attacks, added to the protocol's ``budgets`` evaluation
-            (200 digits); their names must end in ``_paper``.
+        paper_attacks: the paper's own attacks, added to the protocol's main evaluation (the headline's
+            500 digits, so the masking gap compares like with like); names end in ``_paper``.
         note: what differs from the matched budget, and why.
         tags: ``"paper_setting"`` marks a sweep's paper (or spec) value.
-        protocol: the evaluation config (the paper attacks join its ``budgets`` evaluation, if any).
+        protocol: the evaluation config (the paper attacks join its main evaluation).
     """
 
     name: str
