@@ -109,6 +109,9 @@ class FGSEpsRef(SubsetEvaluation):
         names = {metric(stage, ROBUST_ACC, name) for name in self.names()} | {f"{stage}/fgs_eps_ref"}
         return names | ({f"{stage}/fgs_eps_50"} if self.eps_ref is None else set())
 
+    def attacks_per_sample(self) -> int:
+        return len(self._attacks)
+
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         flags = robust_flags(model, x, y, self._attacks, trainer=self.trainer, on_attack=self.show_attack)
         return {"clean": flags["clean"]} | {attack.name: flags[attack.name] for attack in self._attacks}

@@ -114,6 +114,9 @@ class GradientMaskingChecks(SubsetEvaluation):
         optional = [self.single_step, self.stronger, self.other_loss]
         return [self.white_box, *[a for a in optional if a is not None], *self.black_box, *self.eps_sweep]
 
+    def attacks_per_sample(self) -> int:
+        return len(self._attacks())
+
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         values = robust_flags(model, x, y, self._attacks(), trainer=self.trainer, on_attack=self.show_attack)
         values["zero_grad"] = zero_gradient(model, x, y)

@@ -141,6 +141,9 @@ class MinimalPerturbation(SubsetEvaluation):
         names = {metric(stage, statistic, a.name) for statistic in STATISTICS for a in self.attacks}
         return names | {rho2_metric_name(stage, *variant) for variant in self.rho2_variants()}
 
+    def attacks_per_sample(self) -> int:
+        return len(self.attacks) + len(self.rho2_variants())
+
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         values = {}
         for attack in self.attacks:
@@ -149,6 +152,7 @@ class MinimalPerturbation(SubsetEvaluation):
                 values[f"{attack.name}/{key}"] = value
         for steps, normalized in self.rho2_variants():
             space = "normalized" if normalized else "pixel"
+            self.show_attack(f"deepfool_rho2 ({steps} steps, {space} space)")
             rho = paper_rho2(model, x, steps, self.rho2_overshoot, self.rho2_num_candidates, space)
             values[rho2_metric_name("rho2", steps, normalized)] = rho
         return values

@@ -23,9 +23,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.aggregation import CatMetric
-from tqdm import tqdm  # plain: no ipywidgets needed in notebooks
 
 from lit_robust.attacks.base import Attack
+from lit_robust.callbacks.progress import EvaluationProgress, close_finished_bar
 from lit_robust.validation import MAX_SEED, check_int
 
 
@@ -98,8 +98,7 @@ class SubsetEvaluation(L.Callback, ABC):
         self.seed = check_int("seed", seed, low=0, high=MAX_SEED)
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.trainer: L.Trainer | None = None  # the Trainer of the running evaluation
-        self._progress: tqdm | None = None  # the running evaluation's progress line
-        self._attack_count = 0
+        self._progress: EvaluationProgress | None = None  # the running evaluation's progress line
 
     @abstractmethod
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -116,12 +115,16 @@ class SubsetEvaluation(L.Callback, ABC):
     def log_extras(self, trainer: L.Trainer, stage: str, metrics: Mapping[str, Tensor]) -> None:
         """Hook for figures and other non-scalar outputs (rank zero only)."""
 
-    def show_attack(self, attack: Attack) -> None:
-        """Put the attack now running on the progress line (``attack 3: apgd_t_linf_0.1``), so a
-        long evaluation never looks finished or stuck while one attack runs for minutes."""
-        self._attack_count += 1
+    def attacks_per_sample(self) -> int:
+        """How many attacks :meth:`per_sample` runs on each sample (the progress line's unit of work)."""
+        return 1
+
+    def show_attack(self, attack: Attack | str) -> None:
+        """Put the attack (or other named work) now running on the progress line (``attack 3/5:
+        apgd_t_linf_0.1``), so a long evaluation never looks finished or stuck while one attack runs
+        for minutes."""
         if self._progress is not None:
-            self._progress.set_postfix_str(f"attack {self._attack_count}: {attack.name}", refresh=True)
+            self._progress.start_attack(attack if isinstance(attack, str) else attack.name)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Fail early when a checkpoint monitors our metric on epochs where it is not computed."""
@@ -182,20 +185,28 @@ class SubsetEvaluation(L.Callback, ABC):
         shard = subset[trainer.global_rank :: trainer.world_size]  # each process its own shard
         gathered: dict[str, CatMetric] = {}
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        if show:
+            close_finished_bar(trainer, stage)
         self.trainer = trainer
-        with seeded_rng(self.seed, pl_module.device):
-            chunks = shard.split(self.batch_size)
-            description = f"{type(self).__name__} on {len(shard)} {stage} samples"
-            progress = tqdm(chunks, desc=description, disable=not show, leave=False, unit="batch")
-            self._progress = progress
-            for chunk in progress:
-                self._attack_count = 0
-                stop_if_terminated(trainer)
-                x, y = stack_items(dataset, chunk.tolist())
-                values = self.per_sample(pl_module, x.to(pl_module.device), y.to(pl_module.device))
-                for key, value in values.items():
-                    gathered.setdefault(key, CatMetric(nan_strategy="disable").to(pl_module.device))
-                    gathered[key].update(value.float())
+        name = getattr(self, "name", None)  # a named RobustnessEvaluation says which it is
+        title = type(self).__name__ + (f" {name!r}" if name else "")
+        progress = EvaluationProgress(
+            f"{title} on {len(shard)} {stage} samples", len(shard), self.attacks_per_sample(), show
+        )
+        self._progress = progress
+        try:
+            with seeded_rng(self.seed, pl_module.device):
+                for start in range(0, len(shard), self.batch_size):
+                    chunk = shard[start : start + self.batch_size]
+                    progress.start_batch(start, len(chunk))
+                    stop_if_terminated(trainer)
+                    x, y = stack_items(dataset, chunk.tolist())
+                    values = self.per_sample(pl_module, x.to(pl_module.device), y.to(pl_module.device))
+                    for key, value in values.items():
+                        gathered.setdefault(key, CatMetric(nan_strategy="disable").to(pl_module.device))
+                        gathered[key].update(value.float())
+                    progress.end_batch()
+        finally:
             progress.close()
             self._progress = None
         return {key: gathered_values(metric) for key, metric in gathered.items()}
