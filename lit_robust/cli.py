@@ -49,7 +49,13 @@ from lit_robust.defenses.base import RobustClassifier
 from lit_robust.leaderboard import main as compare_runs
 from lit_robust.loading import refusal
 from lit_robust.metrics import ACC, ROBUST_ACC, SUBSET_ACC, WORST_CASE_ACC, metric, per_attack
-from lit_robust.report import training_settings, write_incomplete_report, write_report
+from lit_robust.report import (
+    training_settings,
+    worst_case_rows,
+    worst_cases,
+    write_incomplete_report,
+    write_report,
+)
 from lit_robust.tensorboard import disable_hp_metric, write_run_summary
 
 # The model arguments that hold the network, and the network arguments the data fixes: each one a network
@@ -339,10 +345,7 @@ def format_summary(metrics: Mapping[str, object], log_dir: str | None = None, ch
     rows.append(("clean accuracy (attacked subset)", metrics.get(metric("test", SUBSET_ACC))))
     for attack, value in sorted(per_attack(metrics, "test", ROBUST_ACC).items()):
         rows.append((f"robust accuracy, {attack}", value))
-    named = per_attack(metrics, "test", WORST_CASE_ACC)
-    scope = "the main evaluation" if named else "all attacks"
-    rows.append((f"worst case over {scope}", metrics.get(metric("test", WORST_CASE_ACC))))
-    rows += [(f"worst case, evaluation {name}", value) for name, value in sorted(named.items())]
+    rows += [(label.replace("`", ""), value) for label, value in worst_case_rows(worst_cases(metrics))]
     width = max(len(label) for label, _ in rows)
     lines = ["", "Results", "-" * (width + 10)]
     lines += [f"{label:<{width}}  {float(value):7.2%}" for label, value in rows if value is not None]

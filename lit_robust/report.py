@@ -14,6 +14,7 @@ import json
 import os
 import platform
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +32,7 @@ from lit_robust.metrics import (
     ROBUST_ACC,
     SUBSET_ACC,
     WORST_CASE_ACC,
+    WORST_CASE_ACC_AT,
     metric,
     per_attack,
 )
@@ -129,8 +131,7 @@ def build_report(
         "clean_acc": metrics.get(metric("test", ACC)),
         "subset_clean_acc": metrics.get(metric("test", SUBSET_ACC)),
         "robust_acc": per_attack(metrics, "test", ROBUST_ACC),
-        "worst_case_acc": metrics.get(metric("test", WORST_CASE_ACC)),
-        "named_worst_case_acc": per_attack(metrics, "test", WORST_CASE_ACC),
+        **worst_cases(metrics),
         "eps_curves": eps_curves(evaluations, metrics),
         "minimal_perturbation": dict(minimal),
         "masking": per_attack(metrics, "test", MASKING),
@@ -145,6 +146,43 @@ def build_report(
         },
         "metrics": metrics,
     }
+
+
+def worst_cases(metrics: Mapping[str, Any], stage: str = "test") -> dict[str, Any]:
+    """The worst cases in ``metrics``, as the report keeps them: over the main evaluation's attacks,
+    of each named evaluation, and of each budget (``{"linf_0.1": …, "budgets/l2_2": …}``)."""
+    return {
+        "worst_case_acc": metrics.get(metric(stage, WORST_CASE_ACC)),
+        "named_worst_case_acc": per_attack(metrics, stage, WORST_CASE_ACC),
+        "worst_case_acc_by_budget": per_attack(metrics, stage, WORST_CASE_ACC_AT),
+    }
+
+
+def worst_case_rows(worst: Mapping[str, Any]) -> list[tuple[str, float | None]]:
+    """Labelled rows of :func:`worst_cases`: the main worst case first, each of its budgets when its
+    attacks span several, then the same for every named evaluation (the report's and the CLI's)."""
+    named = worst.get("named_worst_case_acc") or {}
+    by_budget = worst.get("worst_case_acc_by_budget") or {}
+
+    def budgets_of(prefix: str) -> dict[str, float]:
+        return {
+            b.removeprefix(prefix): v
+            for b, v in by_budget.items()
+            if b.startswith(prefix) and "/" not in b.removeprefix(prefix)
+        }
+
+    def mixed(budgets: Mapping[str, float]) -> str:
+        return f" ({len(budgets)} budgets mixed; each below)" if budgets else ""
+
+    main = budgets_of("")
+    scope = "the main evaluation's attacks" if named else "all attacks"
+    rows = [(f"worst case over {scope}{mixed(main)}", worst.get("worst_case_acc"))]
+    rows += [(f"worst case at `{budget}`", value) for budget, value in main.items()]
+    for name, value in named.items():
+        budgets = budgets_of(f"{name}/")
+        rows.append((f"worst case over the attacks of evaluation `{name}`{mixed(budgets)}", value))
+        rows += [(f"worst case of evaluation `{name}` at `{budget}`", v) for budget, v in budgets.items()]
+    return rows
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -168,13 +206,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         f"| robust accuracy, `{name}` | {percent(value)} |" for name, value in report["robust_acc"].items()
     ]
-    named = report.get("named_worst_case_acc") or {}
-    scope = "the main evaluation's attacks" if named else "all attacks"
-    lines.append(f"| **worst case over {scope}** | **{percent(report['worst_case_acc'])}** |")
-    lines += [
-        f"| worst case over the attacks of evaluation `{name}` | {percent(value)} |"
-        for name, value in named.items()
-    ]
+    (label, value), *others = worst_case_rows(report)
+    lines.append(f"| **{label}** | **{percent(value)}** |")
+    lines += [f"| {label} | {percent(value)} |" for label, value in others]
     if report["eps_curves"]:
         lines += ["", "## Robust accuracy against eps", ""]
         for family, points in report["eps_curves"].items():

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from lit_robust.leaderboard import (
+    Run,
     eps_points,
     find_reports,
     incomplete_runs,
@@ -268,3 +269,13 @@ def test_row_json_names_a_run_and_folders_are_named_relative_to_the_common_paren
     assert [run.name for run in load_runs([nested])] == ["a/version_0", "b/version_0"]
     assert [run.name for run in load_runs([nested / "a" / "version_0"])] == ["version_0"]
     assert find_reports([nested / "a", nested]) == find_reports([nested])  # sorted, no duplicates
+
+
+def test_the_worst_case_column_is_the_headline_budgets_when_the_main_evaluation_mixes_budgets():
+    report = make_report(
+        "FlowGradientRegularization", 0.97,
+        [(AA, "AutoAttack", "linf", 0.3, 0.2), ("flow_pgd_0.5px_paper", "FlowPGD", "flow", 0.5, 0.1)],
+    )  # fmt: skip
+    assert leaderboard_rows([Run("fgr", Path("fgr/report.json"), report)])[0]["worst_case_acc"] == 0.1
+    report["worst_case_acc_by_budget"] = {"linf_0.3": 0.2, "flow_0.5": 0.1}  # reports now keep these
+    assert leaderboard_rows([Run("fgr", Path("fgr/report.json"), report)])[0]["worst_case_acc"] == 0.2

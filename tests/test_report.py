@@ -14,6 +14,7 @@ from lit_robust.report import (
     training_settings,
     training_text,
     weights_scored,
+    worst_case_rows,
 )
 from tests.helpers import tiny_cnn
 
@@ -69,3 +70,25 @@ def test_the_report_names_the_weights_and_how_the_model_was_trained():
     assert training_text(training).startswith("AdversarialTraining, adversary `pgd_linf_0.3`")
     assert weights_scored(model, None) == "w.pt (init_from)" and weights_scored(model, "a.ckpt") == "a.ckpt"
     json.dumps(training)  # plain values only
+
+
+def test_a_report_of_several_budgets_keeps_a_worst_case_per_budget():
+    worst = {
+        "worst_case_acc": 0.5,
+        "named_worst_case_acc": {"budgets": 0.3},
+        "worst_case_acc_by_budget": {
+            "linf_0.1": 0.8,
+            "linf_0.3": 0.5,
+            "budgets/l2_2": 0.3,
+            "budgets/linf_0.1": 0.6,
+        },
+    }
+    assert worst_case_rows(worst) == [
+        ("worst case over the main evaluation's attacks (2 budgets mixed; each below)", 0.5),
+        ("worst case at `linf_0.1`", 0.8),
+        ("worst case at `linf_0.3`", 0.5),
+        ("worst case over the attacks of evaluation `budgets` (2 budgets mixed; each below)", 0.3),
+        ("worst case of evaluation `budgets` at `l2_2`", 0.3),
+        ("worst case of evaluation `budgets` at `linf_0.1`", 0.6),
+    ]
+    assert worst_case_rows({"worst_case_acc": 0.5}) == [("worst case over all attacks", 0.5)]

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from lit_robust.attacks.base import Attack
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names, stop_if_terminated
 from lit_robust.finite import check_finite_outputs
-from lit_robust.metrics import ROBUST_ACC, SUBSET_ACC, WORST_CASE_ACC, metric
+from lit_robust.metrics import ROBUST_ACC, SUBSET_ACC, WORST_CASE_ACC, WORST_CASE_ACC_AT, budget_name, metric
 from lit_robust.models.modes import eval_mode
 
 
@@ -68,12 +68,34 @@ def robust_flags(
     return flags
 
 
+BUDGET_PREFIX = "budget:"  # the flag key of a per-budget worst case: ``budget:linf_0.1``
+
+
+def budget_of(attack: Attack) -> str | None:
+    """``linf_0.3``: the threat model and eps an attack is bounded by (``None`` for a minimal one)."""
+    return None if attack.eps is None else budget_name(attack.threat_model.value, attack.eps)
+
+
+def attacks_by_budget(attacks: Sequence[Attack]) -> dict[str, list[str]]:
+    """The attack names of each budget, when the attacks span two or more budgets (else ``{}``: the
+    worst case is already the worst case of one budget)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for attack in attacks:
+        if (budget := budget_of(attack)) is not None:
+            groups[budget].append(attack.name)
+    return dict(groups) if len(groups) > 1 else {}
+
+
 def metric_name(stage: str, flag_key: str, name: str | None = None) -> str:
-    """``val/subset_acc``, ``val/worst_case_acc`` or ``val/robust_acc/<attack name>``; with a callback
-    ``name``, ``val/subset_acc/<name>`` and ``val/worst_case_acc/<name>``."""
+    """``val/subset_acc``, ``val/worst_case_acc``, ``val/worst_case_acc_at/<budget>`` or
+    ``val/robust_acc/<attack name>``; with a callback ``name``, ``val/subset_acc/<name>``,
+    ``val/worst_case_acc/<name>`` and ``val/worst_case_acc_at/<name>/<budget>``."""
     special = {"clean": SUBSET_ACC, "worst_case": WORST_CASE_ACC}
     if flag_key in special:
         return metric(stage, special[flag_key], name)
+    if flag_key.startswith(BUDGET_PREFIX):
+        budget = flag_key.removeprefix(BUDGET_PREFIX)
+        return metric(stage, WORST_CASE_ACC_AT, budget if name is None else f"{name}/{budget}")
     return metric(stage, ROBUST_ACC, flag_key)
 
 
@@ -85,6 +107,10 @@ class RobustnessEvaluation(SubsetEvaluation):
     * ``robust_acc/<attack name>`` — fraction of the subset classified correctly after the attack
       (clean mistakes count as not robust), when ``individual``;
     * ``worst_case_acc`` — fraction that survives *every* attack (per-sample worst case);
+    * ``worst_case_acc_at/<budget>`` — the same over the attacks of one budget (``linf_0.1``: threat
+      model and eps), when the attacks span two or more budgets and ``individual``: the worst case
+      over everything then mixes budgets (an eps sweep's largest eps decides it), so each budget's
+      own worst case is logged beside it;
     * ``subset_acc`` — clean accuracy on the same subset;
     * ``robust_acc_vs_eps/<attack>`` — a figure (TensorBoard logger only) of robust accuracy
       against eps, for every attack given at two or more budgets (an eps sweep: list the attack
@@ -125,16 +151,27 @@ class RobustnessEvaluation(SubsetEvaluation):
             raise ValueError(f"name must be a non-empty string without '/' (or None), got {name!r}")
         self.name = name
 
+    def budgets(self) -> dict[str, list[str]]:
+        """The attack names of each budget with its own worst case (see :func:`attacks_by_budget`);
+        ``{}`` unless ``individual`` (the ensemble has no per-attack flags to combine)."""
+        return attacks_by_budget(self.attacks) if self.individual else {}
+
     def flag_keys(self) -> list[str]:
-        """The per-sample flags :func:`robust_flags` returns, in logging order."""
+        """The per-sample flags :meth:`per_sample` returns, in logging order."""
         per_attack = [attack.name for attack in self.attacks] if self.individual else []
-        return ["clean", *per_attack, "worst_case"]
+        return ["clean", *per_attack, "worst_case", *(BUDGET_PREFIX + budget for budget in self.budgets())]
 
     def metric_names(self, stage: str) -> set[str]:
         return {metric_name(stage, key, self.name) for key in self.flag_keys()}
 
+    def attacks_per_sample(self) -> int:
+        return len(self.attacks)
+
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        return robust_flags(model, x, y, self.attacks, self.individual, self.trainer, self.show_attack)
+        flags = robust_flags(model, x, y, self.attacks, self.individual, self.trainer, self.show_attack)
+        for budget, names in self.budgets().items():
+            flags[BUDGET_PREFIX + budget] = torch.stack([flags[name] for name in names]).all(dim=0)
+        return flags
 
     def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {metric_name(stage, key, self.name): values[key].mean() for key in self.flag_keys()}

@@ -222,3 +222,43 @@ def test_the_progress_line_names_each_attack_as_it_starts(tmp_path):
         model, tiny_data(), verbose=False
     )
     assert shown == ["fgsm_linf_0.1", "pgd_linf_0.1"]
+
+
+class BoundedBreak(BreakGroup):
+    """BreakGroup as an Linf attack of a given eps (the budget is all the test needs)."""
+
+    threat_model = ThreatModel.LINF
+
+    def __init__(self, marker: float, eps: float, name: str):
+        Attack.__init__(self, eps=eps, name=name)
+        self.marker = marker
+        self.calls = []
+
+
+def test_an_eps_sweep_logs_each_budgets_own_worst_case_beside_the_mixed_one():
+    """With attacks at two budgets, the worst case over all of them is the larger budget's; each
+    budget gets its own (robust to every attack of that budget)."""
+    x, y, _ = pixel_batch()
+    attacks = [
+        BoundedBreak(0.25, 0.1, "a_0.1"),
+        BoundedBreak(0.75, 0.1, "b_0.1"),
+        BoundedBreak(0.25, 0.3, "a_0.3"),
+    ]
+    callback = RobustnessEvaluation(attacks)
+    assert callback.budgets() == {"linf_0.1": ["a_0.1", "b_0.1"], "linf_0.3": ["a_0.3"]}
+    flags = callback.per_sample(PixelClassifier(), x, y)
+    metrics = callback.summarize("test", {key: value.float() for key, value in flags.items()})  # as gathered
+    assert metrics["test/worst_case_acc_at/linf_0.1"] == (flags["a_0.1"] & flags["b_0.1"]).float().mean()
+    assert metrics["test/worst_case_acc_at/linf_0.3"] == flags["a_0.3"].float().mean() == 7 / 12
+    assert metrics["test/worst_case_acc"] == 3 / 12
+    assert metrics["test/worst_case_acc_at/linf_0.1"] == 3 / 12
+
+
+def test_one_budget_or_the_ensemble_has_no_per_budget_worst_case():
+    assert RobustnessEvaluation([FGSM(0.1), PGD(0.1, steps=2)]).budgets() == {}
+    assert RobustnessEvaluation([FGSM(0.1), PGD(0.3, steps=2)], individual=False).budgets() == {}
+    named = RobustnessEvaluation([FGSM(0.1), PGD(0.3, steps=2)], name="sweep")
+    assert named.metric_names("val") >= {
+        "val/worst_case_acc_at/sweep/linf_0.1",
+        "val/worst_case_acc_at/sweep/linf_0.3",
+    }
