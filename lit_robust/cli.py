@@ -23,7 +23,9 @@
   ``last.ckpt`` always holds the last completed epoch (:class:`RunCheckpoint`). Nothing to resume
   is an error, never a silent fresh start.
 * A run that fails or is terminated exits non-zero (SIGTERM: 143) and says so; its log folder gets
-  a report that says it did not complete. Checkpoints are loaded with ``weights_only=True``.
+  a report that says it did not complete, or is removed when the run made it and nothing was trained
+  or measured in it. A value the project refuses is one line naming its config key (exit code 2;
+  ``LIT_ROBUST_DEBUG=1`` shows the traceback). Checkpoints are loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import importlib
 import pickle
 import re
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +46,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_robust.callbacks.checkpoint import RunCheckpoint
 from lit_robust.callbacks.robustness_evaluation import RobustnessEvaluation
+from lit_robust.cli_errors import DEBUG_VARIABLE, debugging, one_line, remember_config_key
 from lit_robust.cli_parser import BriefArgumentParser
 from lit_robust.data.base import ImageDataModule
 from lit_robust.defenses.base import RobustClassifier
@@ -64,6 +68,7 @@ NETWORK_SLOTS = ("network",)
 DATA_FACTS = ("num_classes", "in_channels", "input_size", "input_shape", "mean", "std")
 
 SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
+USAGE_EXIT_CODE = 2  # a mistake in the command or config, as argparse exits
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -80,6 +85,7 @@ class LitRobustCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs):
         self._resumed_version = None  # the logger's init_args whose version a resume set
+        self._new_folder: Path | None = None  # the outermost folder of the log dir this run made
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
         kwargs.setdefault("parser_class", BriefArgumentParser)
         kwargs.setdefault("parser_kwargs", {"prog": "lit-robust"})  # the name in messages, however started
@@ -118,9 +124,15 @@ class LitRobustCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         """Lightning's, once the network's unset arguments are filled from the data
-        (:func:`fill_network_arguments`)."""
-        fill_network_arguments(self.config[self.subcommand] if self.subcommand else self.config)
-        super().instantiate_classes()
+        (:func:`fill_network_arguments`). A class that refuses its arguments gets its config key
+        attached to the error, for :func:`main`'s one-line message."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        fill_network_arguments(config)
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            remember_config_key(error, config.as_dict())
+            raise
 
     # ------------------------------------------------------------------------------- resuming
     def _parse_ckpt_path(self) -> None:
@@ -166,16 +178,23 @@ class LitRobustCLI(LightningCLI):
             self._stopped(subcommand, "terminated by SIGTERM")
             raise SystemExit(SIGTERM_EXIT_CODE) from None
         except Exception as error:
-            self._stopped(subcommand, f"failed with {type(error).__name__}: {str(error).splitlines()[0]}")
+            status = f"failed with {type(error).__name__}: {str(error).splitlines()[0]}"
+            below = one_line(error) is not None and not debugging()  # main prints it as one line
+            self._stopped(subcommand, status, shown="failed (the error is below)" if below else status)
             raise
 
-    def _stopped(self, subcommand: str, status: str) -> None:
+    def _stopped(self, subcommand: str, status: str, shown: str | None = None) -> None:
+        """Say on the terminal (``shown``, default ``status``) and in the report (``status``) that
+        the run did not complete; remove its folder when it left nothing (:meth:`_left_nothing`)."""
         trainer = self.trainer
         where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}"
         where = where if subcommand == "fit" else ""
-        lines = [f"lit-robust {subcommand}: {status}{where}; the run did not complete."]
+        lines = [f"lit-robust {subcommand}: {shown or status}{where}; the run did not complete."]
         log_dir = trainer.log_dir
-        if log_dir and Path(log_dir).is_dir() and trainer.is_global_zero:
+        if self._left_nothing(log_dir) and trainer.is_global_zero:
+            shutil.rmtree(self._new_folder)
+            lines.append(f"Nothing was trained or measured, so the folder it made ({log_dir}) was removed.")
+        elif log_dir and Path(log_dir).is_dir() and trainer.is_global_zero:
             checkpoint = self.config[subcommand].get("ckpt_path")
             write_incomplete_report(log_dir, subcommand, status + where, checkpoint)
             lines.append(f"Its report ({log_dir}/report.md) says so and holds no results.")
@@ -195,9 +214,20 @@ class LitRobustCLI(LightningCLI):
     def before_test(self) -> None:
         self._summarize_run()
 
+    def _left_nothing(self, log_dir: str | None) -> bool:
+        """Whether a failed run's folder is its own (made by this run) and holds nothing worth
+        keeping: no checkpoint, and no metric was logged (it failed before training or evaluating
+        anything, e.g. in its data's setup)."""
+        if self._new_folder is None or not log_dir or not Path(log_dir).is_dir():
+            return False
+        return not self.trainer.callback_metrics and not any(Path(log_dir).rglob("*.ckpt"))
+
     def _summarize_run(self) -> None:
         """No ``hp_metric`` placeholder; the run's hyperparameters against its robust accuracy and one
-        chart of every accuracy in TensorBoard (:mod:`lit_robust.tensorboard`)."""
+        chart of every accuracy in TensorBoard (:mod:`lit_robust.tensorboard`). Notes first whether
+        the run's log folder is new (a failure before anything ran removes it)."""
+        log_dir = self.trainer.log_dir
+        self._new_folder = first_new_folder(Path(log_dir)) if log_dir else None
         disable_hp_metric(self.trainer.logger)
         if self.trainer.is_global_zero:
             write_run_summary(self.trainer.logger, training_settings(self.model))
@@ -292,6 +322,16 @@ def fill_network_arguments(config: Namespace) -> dict[str, Any]:
     return filled
 
 
+def first_new_folder(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist yet (what making ``path``
+    creates), or None when ``path`` exists."""
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
 def logger_folder(config: Any) -> Path | None:
     """``<save_dir>/<name>`` of the configured logger (the folder holding ``version_*``), or ``None``
     when the logger has no such folder (no logger, or one without ``save_dir``)."""
@@ -360,11 +400,19 @@ def format_summary(metrics: Mapping[str, object], log_dir: str | None = None, ch
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lit-robust`` console script; ``args`` defaults to ``sys.argv[1:]``.
     ``lit-robust compare RUN...`` compares finished runs (:mod:`lit_robust.leaderboard`); every other
-    subcommand is Lightning's (``fit``, ``validate``, ``test``, ``predict``)."""
+    subcommand is Lightning's (``fit``, ``validate``, ``test``, ``predict``). A value the project
+    refuses ends in one line naming its config key and exit code 2 (:mod:`lit_robust.cli_errors`)."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["compare"]:
         raise SystemExit(compare_runs(argv[1:]))
-    LitRobustCLI(args=args)
+    try:
+        LitRobustCLI(args=args)
+    except Exception as error:
+        line = None if debugging() else one_line(error)
+        if line is None:  # not a refused value: a bug's traceback stays whole
+            raise
+        print(f"lit-robust: error: {line}\n(set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(USAGE_EXIT_CODE) from None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ FAST = [  # shrink the quickstart to seconds
     "--trainer.log_every_n_steps=1",
     "--model.init_args.attack.init_args.steps=1",
     "--robustness.num_samples=24",
+    "--trainer.callbacks=[]",  # no example grid or eps sweep (test_quickstart.py has them)
 ]
 
 
@@ -125,20 +127,52 @@ def test_bad_eps_is_a_clear_error(eps):
         LitRobustCLI(args=args, run=False)
 
 
-def test_missing_data_directory_without_download_is_a_clear_error(tmp_path):
+def test_missing_data_directory_is_one_line_and_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     args = [
         "fit",
         *config_args(CONFIGS / "data" / "mnist.yaml", CONFIGS / "model" / "standard.yaml"),
         f"--data.init_args.data_dir={tmp_path / 'nowhere'}",
     ]
-    with pytest.raises(FileNotFoundError, match=r"nowhere.*download=True"):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(r"lit-robust: error: MNIST not found in .*nowhere.*download=True", err)
+    assert "Traceback" not in err and "folder it made (runs/lit_robust/version_0) was removed" in err
+    assert not Path("runs").exists()  # failed in setup: nothing trained, nothing kept
+
+
+def test_a_refused_value_names_its_config_key_and_the_traceback_is_one_variable_away(monkeypatch, capsys):
+    args = ["fit", *config_args(CONFIGS / "quickstart.yaml"), "--model.init_args.attack.init_args.eps=8"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].startswith("lit-robust: error: model.init_args.attack.init_args.eps: eps must be in")
+    assert err[-2].endswith("got 8") and err[-1] == "(set LIT_ROBUST_DEBUG=1 for the traceback)"
+    monkeypatch.setenv("LIT_ROBUST_DEBUG", "1")
+    with pytest.raises(ValueError, match=r"eps must be in \[0, 1\]"):
         main(args)
 
 
-def test_num_classes_disagreement_is_a_clear_error():
+def test_two_attacks_of_one_class_are_told_apart_by_their_arguments(tmp_path, capsys):
+    bad = tmp_path / "bad_eval.yaml"
+    bad.write_text(
+        "robustness:\n  attacks:\n"
+        "    - {class_path: lit_robust.attacks.FGSM, init_args: {eps: 0.1}}\n"
+        "    - {class_path: lit_robust.attacks.FGSM, init_args: {eps: 3.0, name: big}}\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["fit", *config_args(*BASE, bad)])
+    assert "error: robustness.attacks[1].init_args.eps: eps must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_num_classes_disagreement_is_a_clear_error(capsys):
     args = ["fit", *config_args(*BASE), "--model.init_args.network.init_args.num_classes=3"]
-    with pytest.raises(ValueError, match=r"num_classes=10"):
+    with pytest.raises(SystemExit):
         main(args)
+    assert re.search(r"lit-robust: error: .*num_classes=10", capsys.readouterr().err)
 
 
 def test_checkpointing_follows_the_evaluation_period(capsys):

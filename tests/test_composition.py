@@ -17,6 +17,7 @@ backprop through taps.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -182,9 +183,11 @@ NAMES = {"convnet": "ConvNet", "vgg16": "VGG16", "resnet50": r"TorchvisionModel\
 @pytest.mark.parametrize(("network", "shape"), MISFITS)
 def test_a_network_that_cannot_take_the_data_is_a_clear_error(network, shape, capsys):
     shape_text = str(SHAPES[shape]).replace("(", r"\(").replace(")", r"\)")
-    with pytest.raises(ValueError, match=rf"^{NAMES[network]}.* cannot take images of shape {shape_text}"):
+    with pytest.raises(SystemExit):
         main(["fit", *composed("standard", network, shape)])
-    assert not list(Path().rglob("*.ckpt"))  # it failed at setup, before any training
+    message = rf"lit-robust: error: {NAMES[network]}.* cannot take images of shape {shape_text}"
+    assert re.search(message, capsys.readouterr().err)
+    assert not Path("runs").exists()  # it failed at setup, before any training: no folder is left
 
 
 def test_an_explicit_shape_that_does_not_fit_the_data_is_a_clear_error():

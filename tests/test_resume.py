@@ -3,6 +3,7 @@ where the run stopped, and 1 epoch + resume + 1 epoch equals 2 epochs straight."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,11 @@ def test_one_epoch_resume_one_epoch_equals_two_epochs_straight(tmp_path, monkeyp
         assert logged_resumed[tag] == pytest.approx(logged_straight[tag], abs=1e-6), tag
 
 
-def test_ckpt_path_last_without_a_run_is_an_error_not_a_fresh_start(tmp_path, monkeypatch):
+def test_ckpt_path_last_without_a_run_is_an_error_not_a_fresh_start(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"no run to resume.*runs/debug/version_\*"):
+    with pytest.raises(SystemExit):
         main(["fit", *FIT, "--ckpt_path=last"])
+    assert re.search(r"error: .*no run to resume.*runs/debug/version_\*", capsys.readouterr().err)
     assert not Path("runs").exists()
 
 

@@ -7,6 +7,7 @@ entry point must leave no marker and raise an error that names the file and says
 from __future__ import annotations
 
 import builtins
+import re
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from lit_robust.attacks import FGSM, Transfer
-from lit_robust.cli import main
+from lit_robust.cli import LitRobustCLI, main
 from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.base import load_network_state
 from lit_robust.defenses.checkpoint_io import SafeCheckpointIO
@@ -106,14 +107,16 @@ def test_an_explicit_weights_only_false_is_the_users_choice(evil, tmp_path):
     assert marker.exists()
 
 
-def test_cli_init_from_and_ckpt_path_refuse_it(evil, tmp_path, monkeypatch):
+def test_cli_init_from_and_ckpt_path_refuse_it(evil, tmp_path, monkeypatch, capsys):
     path, marker = evil
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UnsafeFileError, match=REFUSED):
-        main(["test", *config_args(*BASE, *DEBUG), f"--model.init_args.init_from={path}"])
-    with pytest.raises(UnsafeFileError, match=REFUSED):
-        main(["test", *config_args(*BASE, *DEBUG), f"--ckpt_path={path}"])
+    for option in (f"--model.init_args.init_from={path}", f"--ckpt_path={path}"):
+        with pytest.raises(SystemExit):  # the refusal in one line (exit 2), the file never opened
+            main(["test", *config_args(*BASE, *DEBUG), option])
+        assert re.search(f"lit-robust: error: .*{REFUSED}", capsys.readouterr().err)
     assert not marker.exists()
+    with pytest.raises(UnsafeFileError, match=REFUSED):  # the exception itself, for callers and debugging
+        LitRobustCLI(args=["test", *config_args(*BASE, *DEBUG), f"--ckpt_path={path}"])
 
 
 @pytest.mark.slow
