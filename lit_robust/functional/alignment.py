@@ -167,6 +167,18 @@ def gradient_feature_alignment(
     return cosines, norms
 
 
+def l1_over_l2(g: Tensor) -> Tensor:
+    """Per-sample ``||g||_1 / ||g||_2`` of a batch of gradients, shape ``(B,)``; NaN where ``g = 0``.
+
+    Dimensionless, between 1 (one nonzero coordinate) and ``sqrt(d)`` (every ``|g_i|`` equal; 28 for
+    a 28x28 image). An Linf attacker's first-order gain is ``eps * ||g||_1``, so at a fixed ``||g||_2``
+    a larger ratio is a weaker model: issue 14's derivation predicts that aligning the input gradient
+    with near-binary MNIST pixels (FIRST) pushes the ratio towards ``sqrt(d)``.
+    """
+    flat = g.flatten(1)
+    return flat.norm(p=1, dim=1) / flat.norm(dim=1)
+
+
 def summarize_cosines(stage: str, cosines: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """``<stage>/gfa_abs_cos/<tap>`` (mean ``|c|``) and ``<stage>/gfa_cos/<tap>`` (mean signed ``c``)."""
     metrics = {}

@@ -10,7 +10,7 @@ from lit_robust.callbacks.gradient_feature_alignment import GradientFeatureAlign
 from lit_robust.callbacks.subset_evaluation import seeded_subset, stack_items
 from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.gfa import GFA
-from lit_robust.functional.alignment import per_sample_cosine
+from lit_robust.functional.alignment import l1_over_l2, per_sample_cosine
 from lit_robust.models.taps import Taps
 from tests.helpers import NUM_CLASSES, quick_trainer, tiny_cnn, tiny_data
 
@@ -41,7 +41,7 @@ def test_values_equal_a_per_sample_reference_and_leave_the_model_untouched():
     callback = GradientFeatureAlignment(num_samples=10, seed=3)
     x, y = stack_items(dataset, seeded_subset(len(dataset), 10, 3).tolist())
     values = callback.per_sample(model, x, y)
-    assert list(values) == ["input", "7"]
+    assert list(values) == ["input", "7", "grad_l1_over_l2/input"]
     assert model.network.training and all(m.training for m in model.modules())  # modes restored
     assert all(p.grad is None for p in model.parameters())
     reference = _reference_value(tiny_cnn(), x, y)
@@ -82,3 +82,26 @@ def test_bad_arguments_are_clear_errors():
         GradientFeatureAlignment(task_loss="hinge")
     with pytest.raises(ValueError, match="taps"):
         GradientFeatureAlignment(taps="middle")
+
+
+def test_the_input_gradients_l1_over_l2_ratio_is_measured_per_sample():
+    model = StandardTraining(network=tiny_cnn(), num_classes=NUM_CLASSES)
+    dataset = tiny_data().val_set
+    x, y = stack_items(dataset, seeded_subset(len(dataset), 6, 0).tolist())
+    values = GradientFeatureAlignment(num_samples=6).per_sample(model, x, y)
+    network = tiny_cnn().eval()
+    expected = []
+    for b in range(len(x)):
+        xb = x[b : b + 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(network(xb), y[b : b + 1]), xb)
+        expected.append(float(g.abs().sum() / g.square().sum().sqrt()))
+    torch.testing.assert_close(values["grad_l1_over_l2/input"], torch.tensor(expected), rtol=1e-4, atol=0)
+    assert min(expected) >= 1 and max(expected) <= x[0].numel() ** 0.5
+
+
+def test_l1_over_l2_spans_one_to_root_d():
+    one_hot, flat = torch.zeros(2, 16), torch.full((2, 16), -0.3)
+    one_hot[:, 3] = 5.0
+    torch.testing.assert_close(l1_over_l2(one_hot), torch.ones(2))
+    torch.testing.assert_close(l1_over_l2(flat), torch.full((2,), 4.0))
+    assert l1_over_l2(torch.zeros(1, 4)).isnan().all()
