@@ -367,11 +367,12 @@ def latest_last_checkpoint(folder: Path | None) -> Path:
 
 
 def fit_summary(trainer: L.Trainer) -> str:
-    """What ``fit`` without ``test_after_fit`` leaves: how far it trained, where the weights are, and
-    the command that tests them."""
+    """What ``fit`` without ``test_after_fit`` leaves: the last validation numbers, how far it
+    trained, where the weights are, and the command that tests them."""
     log_dir = trainer.log_dir or "."
     last = Path(log_dir) / "checkpoints" / "last.ckpt"
-    lines = ["", f"lit-robust fit: trained {trainer.current_epoch} epoch(s), {trainer.global_step} steps."]
+    lines = results_table(trainer.callback_metrics, "val", "Last validation")
+    lines += ["", f"lit-robust fit: trained {trainer.current_epoch} epoch(s), {trainer.global_step} steps."]
     if last.is_file():
         lines.append(f"Last checkpoint:  {last}")
         lines.append(f"Test it:          lit-robust test --config {log_dir}/config.yaml --ckpt_path {last}")
@@ -379,17 +380,28 @@ def fit_summary(trainer: L.Trainer) -> str:
     return "\n".join(lines)
 
 
+def results_table(metrics: Mapping[str, object], stage: str, title: str) -> list[str]:
+    """The ``stage``'s clean, robust and worst-case accuracies in ``metrics`` as a small table
+    (no lines when there are none)."""
+    split = {"test": "test split", "val": "validation split"}[stage]
+    rows = [(f"clean accuracy ({split})", metrics.get(metric(stage, ACC)))]
+    rows.append(("clean accuracy (attacked subset)", metrics.get(metric(stage, SUBSET_ACC))))
+    for attack, value in sorted(per_attack(metrics, stage, ROBUST_ACC).items()):
+        rows.append((f"robust accuracy, {attack}", value))
+    worst = worst_case_rows(worst_cases(metrics, stage))
+    rows += [(label.replace("`", ""), value) for label, value in worst]
+    rows = [(label, value) for label, value in rows if value is not None]
+    if not rows:
+        return []
+    width = max(len(label) for label, _ in rows)
+    lines = ["", title, "-" * (width + 10)]
+    lines += [f"{label:<{width}}  {float(value):7.2%}" for label, value in rows]
+    return [*lines, "-" * (width + 10)]
+
+
 def format_summary(metrics: Mapping[str, object], log_dir: str | None = None, checkpoint: str = "") -> str:
     """A small table of the test metrics, then where the TensorBoard logs and the checkpoint are."""
-    rows = [("clean accuracy (test split)", metrics.get(metric("test", ACC)))]
-    rows.append(("clean accuracy (attacked subset)", metrics.get(metric("test", SUBSET_ACC))))
-    for attack, value in sorted(per_attack(metrics, "test", ROBUST_ACC).items()):
-        rows.append((f"robust accuracy, {attack}", value))
-    rows += [(label.replace("`", ""), value) for label, value in worst_case_rows(worst_cases(metrics))]
-    width = max(len(label) for label, _ in rows)
-    lines = ["", "Results", "-" * (width + 10)]
-    lines += [f"{label:<{width}}  {float(value):7.2%}" for label, value in rows if value is not None]
-    lines.append("-" * (width + 10))
+    lines = results_table(metrics, "test", "Results")
     if log_dir:
         lines.append(f"TensorBoard logs: {log_dir}   (tensorboard --logdir {log_dir})")
     if checkpoint:

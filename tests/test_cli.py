@@ -183,6 +183,9 @@ def test_checkpointing_follows_the_evaluation_period(capsys):
     out = capsys.readouterr().out
     assert "lit-robust fit: trained 2 epoch(s)" in out
     assert "Test it:          lit-robust test --config " in out
+    last_validation = out[out.index("Last validation") :]  # the numbers the run ended on
+    assert "clean accuracy (validation split)" in last_validation
+    assert re.search(r"worst case over all attacks +\d+\.\d\d%", last_validation)
 
 
 def test_validate_and_predict_run():
