@@ -13,6 +13,8 @@ its numbers, also kept in its ``row.json``):
 2. for a weight sweep (a row ``group``), ``validate`` with APGD-CE + APGD-T at Linf 0.3 on the 400
    validation digits: the group's point is the best worst case there, never chosen on test;
 3. ``test`` with ``configs/eval/leaderboard_mnist.yaml`` plus the paper's attacks (``eval.yaml``).
+An evaluation-only row (``scores``: WNLL + TVM) runs only the ``test``, of its source row's trained
+network under its own protocol; it shares the source's fit key and waits for the source row.
 
 Results go to ``<out>/<row>/``: ``report.md``, ``report.json``, ``weights.safetensors`` (the network's
 final state dict; it reproduces the scored logits exactly), ``config.yaml`` and ``eval.yaml`` (re-score
@@ -111,8 +113,9 @@ def fit_command(row: Row, runs: Path, out: Path, smoke: bool) -> list[str]:
 def eval_config(row: Row, smoke: bool) -> dict[str, Any]:
     """The row's protocol (or the smoke protocol) with its paper attacks added to the main evaluation:
     on the headline's digits, so the masking gap compares the two on the same points."""
+    smoke_protocol = smoke and row.scores is None  # an evaluation-only row's protocol is its point
     protocol = yaml.safe_load(
-        (ROOT / (f"{LEADERBOARD}/smoke_eval.yaml" if smoke else row.protocol)).read_text()
+        (ROOT / (f"{LEADERBOARD}/smoke_eval.yaml" if smoke_protocol else row.protocol)).read_text()
     )
     protocol["robustness"]["attacks"] += [dict(paper) for paper in row.paper_attacks]
     return protocol
@@ -126,8 +129,8 @@ def digest(payload: Any) -> str:
 def fit_key(row: Row, smoke: bool) -> str:
     """A hash of what the row's training depends on (besides library code): the row's training
     fields and the contents of its fit configs. A changed protocol re-scores; it never retrains."""
-    payload = {
-        "row": [row.name, row.configs, row.overrides, row.schedule, row.fine_tune_from],
+    payload = {  # an evaluation-only row has its source's training fields, so its source's key
+        "row": [row.scores or row.name, row.configs, row.overrides, row.schedule, row.fine_tune_from],
         "files": {name: (ROOT / name).read_text() for name in fit_configs(row, smoke)},
     }
     return digest(payload)
@@ -195,26 +198,51 @@ def selection_score(log_dir: Path) -> float:
     return float(values[-1])
 
 
-def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str, Any]:
-    """Train (or resume), select and score ``row``; write its results folder; its ``row.json``."""
-    folder, work = out / row.name, runs / row.name
-    folder.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
+def train(row: Row, runs: Path, out: Path, smoke: bool, log: Path) -> tuple[list[str], float]:
+    """Train (or resume) ``row`` into ``<runs>/<row>/fit``, unless that fit is finished: its command
+    and the seconds it took now (0 when it was done before)."""
+    work = runs / row.name
     stamp, done = work / "fit.key", work / "fit.done"  # the fit key the fit trains; it finished
     trained = fit_key(row, smoke)
     if stamp.is_file() and stamp.read_text() != trained:
         shutil.rmtree(work / "fit", ignore_errors=True)  # begun or trained by another config: start again
         done.unlink(missing_ok=True)
     stamp.write_text(trained)
-    log = work / "commands.log"
     fit = fit_command(row, runs, out, smoke)
     fit_seconds = run(fit, log) if not done.is_file() else 0.0
     done.touch()
-    last = work / "fit" / "checkpoints" / "last.ckpt"
+    return fit, fit_seconds
+
+
+def trained_network(row: Row, runs: Path, smoke: bool) -> Path:
+    """The ``last.ckpt`` an evaluation-only row scores: its source row's finished fit of the same key.
+
+    Raises:
+        RuntimeError: the source row has not been trained (by this fit key) yet.
+    """
+    work = runs / row.scores
+    stamp, done = work / "fit.key", work / "fit.done"
+    if not (done.is_file() and stamp.is_file() and stamp.read_text() == fit_key(row, smoke)):
+        raise RuntimeError(f"{row.name} scores the network of row {row.scores!r}: run that row first")
+    return work / "fit" / "checkpoints" / "last.ckpt"
+
+
+def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str, Any]:
+    """Train (or resume), select and score ``row``; write its results folder; its ``row.json``. An
+    evaluation-only row (``row.scores``) trains nothing: it scores its source row's network."""
+    folder, work = out / row.name, runs / row.name
+    folder.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "commands.log"
+    commands = {}
+    fit_seconds = 0.0
+    if row.scores is None:
+        commands["fit"], fit_seconds = train(row, runs, out, smoke, log)
+    trained_by = runs / (row.scores or row.name)
+    last = trained_network(row, runs, smoke) if row.scores else work / "fit" / "checkpoints" / "last.ckpt"
     progress = export_weights(last, folder / "weights.safetensors")
-    shutil.copyfile(work / "fit" / "config.yaml", folder / "config.yaml")
+    shutil.copyfile(trained_by / "fit" / "config.yaml", folder / "config.yaml")
     (folder / "eval.yaml").write_text(yaml.safe_dump(eval_config(row, smoke), sort_keys=False))
-    commands = {"fit": fit}
     score = None
     if row.group:
         select = lit_robust(
@@ -237,6 +265,7 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
     record = {
         "name": row.name,
         "group": row.group,
+        "scores": row.scores,
         "tags": list(row.tags),
         "note": row.note,
         "config_key": key,

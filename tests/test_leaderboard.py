@@ -279,3 +279,14 @@ def test_the_worst_case_column_is_the_headline_budgets_when_the_main_evaluation_
     assert leaderboard_rows([Run("fgr", Path("fgr/report.json"), report)])[0]["worst_case_acc"] == 0.1
     report["worst_case_acc_by_budget"] = {"linf_0.3": 0.2, "flow_0.5": 0.1}  # reports now keep these
     assert leaderboard_rows([Run("fgr", Path("fgr/report.json"), report)])[0]["worst_case_acc"] == 0.2
+
+
+def test_a_randomized_pipeline_without_the_headline_shows_its_autoattack_at_the_same_budget():
+    report = make_report(
+        "WNLL", 0.9,
+        [("autoattack_rand_linf_0.3", "AutoAttack", "linf", 0.3, 0.4),
+         ("autoattack_l2_2", "AutoAttack", "l2", 2.0, 0.1),
+         ("square_linf_0.3_tvm", "Square", "linf", 0.3, 0.5)],
+    )  # fmt: skip
+    row = leaderboard_rows([Run("wnll_tvm", Path("wnll_tvm/report.json"), report)])[0]
+    assert row["headline_acc"] == 0.4  # not the L2 AutoAttack, not Square

@@ -1,5 +1,6 @@
-"""``benchmarks/leaderboard.py --smoke``: two rows trained, scored and compared end to end; a re-run
-skips them; the committed weights re-score to the same numbers without training.
+"""``benchmarks/leaderboard.py --smoke``: two rows trained, scored and compared end to end, and an
+evaluation-only row that scores the first row's network with TVM in front; a re-run skips them; the
+committed weights re-score to the same numbers without training.
 
 The script runs as a subprocess (tests never import ``benchmarks/``).
 """
@@ -19,7 +20,7 @@ from lit_robust.loading import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "leaderboard.py"
-ROWS = ("standard", "pgd_at")
+ROWS = ("standard", "pgd_at", "standard_tvm")
 FILES = ("config.yaml", "eval.yaml", "report.json", "report.md", "row.json", "weights.safetensors")
 
 
@@ -43,7 +44,15 @@ def test_smoke_benchmark_scores_both_rows_a_rerun_skips_them_and_the_weights_res
         assert record["threads"] >= 1 and record["versions"]["torch"] == torch.__version__.split("+")[0]
         report = json.loads((out / row / "report.json").read_text())
         assert report["run"]["completed"] and report["checkpoint_progress"]["train_seconds"] > 0
-        assert {"autoattack_linf_0.3", "pgd_linf_0.3_paper"} <= set(report["robust_acc"])
+        assert "autoattack_linf_0.3" in report["robust_acc"]
+        assert ("pgd_linf_0.3_paper" in report["robust_acc"]) is (
+            row != "standard_tvm"
+        )  # smoke_eval_tvm.yaml
+    tvm = json.loads((out / "standard_tvm" / "row.json").read_text())
+    assert tvm["scores"] == "standard" and "fit" not in tvm["commands"]  # it trained nothing
+    scored, trained = (load_file(out / row / "weights.safetensors") for row in ("standard_tvm", "standard"))
+    assert scored.keys() == trained.keys() and all(torch.equal(scored[k], trained[k]) for k in trained)
+    assert "TotalVariationMinimization" in (out / "standard_tvm" / "eval.yaml").read_text()
     board = (out / "leaderboard.md").read_text()
     assert "| pgd_at | AdversarialTraining (SmallCNN) |" in board and "| standard |" in board
     assert (out / "clean_vs_autoattack.png").read_bytes().startswith(b"\x89PNG")
