@@ -50,7 +50,7 @@ CARD_ROWS: dict[str, list[str]] = {
         "input_gradient_trades",
         "pgd_at",
     ],  # fmt: skip
-    "wnll_tvm": ["standard", "wnll", "wnll_pgd_at", "pgd_at"],
+    "wnll_tvm": ["standard", "wnll", "wnll_tvm", "wnll_pgd_at", "pgd_at"],
     "local_flatness": [
         "standard",
         *SWEEP["local_flatness"],
