@@ -62,6 +62,8 @@ TABLES = {  # name -> (rows, results folder, training logs)
     "gfa_study": (STUDY_ROWS, "benchmarks/results/gfa_study", "runs/gfa_study"),
     "smoke": (SMOKE_ROWS, "runs/leaderboard_smoke/results", "runs/leaderboard_smoke/runs"),
 }
+# extra columns of a table: metrics its protocol logs (the GFA study: issue 14's derivation, FIRST tap)
+TABLE_METRICS = {"gfa_study": ("test/grad_l1_over_l2/input", "test/gfa_abs_cos/input", "test/gfa_cos/input")}
 
 
 # ----------------------------------------------------------------------------------- commands
@@ -360,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         timing = f"fit {record['fit_wall_seconds']:.0f} s, test {record['test_wall_seconds']:.0f} s"
         print(f"{prefix}: done in {minutes:.1f} min ({timing}; {total:.1f} min so far)", flush=True)
         mark_selected(table, out)
-        written = list(write_leaderboard(sorted(out.glob("*/report.json")), out, headline=HEADLINE).values())
+        reports = sorted(out.glob("*/report.json"))
+        metrics = TABLE_METRICS.get(args.table, ())
+        written = list(write_leaderboard(reports, out, headline=HEADLINE, metrics=metrics).values())
         if args.table == "leaderboard" and not args.smoke:  # the cards cite the leaderboard's results
             written += update_cards(out)
         if args.commit:

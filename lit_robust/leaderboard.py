@@ -135,7 +135,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def leaderboard_rows(
-    runs: Sequence[Run], headline: str = DEFAULT_HEADLINE, reference: str | None = None
+    runs: Sequence[Run],
+    headline: str = DEFAULT_HEADLINE,
+    reference: str | None = None,
+    metrics: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """One row per completed run, sorted by headline accuracy (highest first, unknown last), then name.
 
@@ -149,7 +152,9 @@ def leaderboard_rows(
     reference run's: ``reference`` names it, default the first StandardTraining run); ``median_l2`` and
     ``rho2`` (DeepFool's minimal perturbation, pixel units, and relative to the input norm);
     ``rho2_ratio`` (``rho2`` over the reference run's: the "times larger perturbation" papers claim);
-    ``selected`` and ``note`` (from ``row.json``: a sweep's validation-selected point, what differs).
+    ``selected`` and ``note`` (from ``row.json``: a sweep's validation-selected point, what differs);
+    ``metrics``: ``{key: value or None}`` of each of the ``metrics`` asked for, read from the report's
+    logged metrics (``test/grad_l1_over_l2/input``), one more column each.
 
     Raises:
         ValueError: ``reference`` names no completed run.
@@ -159,10 +164,10 @@ def leaderboard_rows(
     base_cost = _step_seconds(base) if base is not None else None
     rows = [_row(run, headline, base_cost) for run in completed]
     base_rho2 = next((row["rho2"] for row in rows if base is not None and row["name"] == base.name), None)
-    for (
-        row
-    ) in rows:  # Deep Defense's and GFA's claims are ratios of minimal perturbations to a standard model's
+    # Deep Defense's and GFA's claims are ratios of minimal perturbations to a standard model's
+    for row, run in zip(rows, completed, strict=True):
         row["rho2_ratio"] = row["rho2"] / base_rho2 if row["rho2"] is not None and base_rho2 else None
+        row["metrics"] = {key: _number((run.report.get("metrics") or {}).get(key)) for key in metrics}
     return sorted(rows, key=lambda r: (r["headline_acc"] is None, -(r["headline_acc"] or 0.0), r["name"]))
 
 
@@ -364,9 +369,11 @@ def render_markdown(
     headline: str = DEFAULT_HEADLINE,
     incomplete: Sequence[dict[str, Any]] = (),
     reference: str | None = None,
+    metrics: Sequence[str] = (),
 ) -> str:
     """The leaderboard as a Markdown page: a header, the table of ``rows`` (see :func:`leaderboard_rows`)
-    and the ``incomplete`` runs (see :func:`incomplete_runs`); ``reference`` names the step-cost base."""
+    and the ``incomplete`` runs (see :func:`incomplete_runs`); ``reference`` names the step-cost base;
+    ``metrics``: the extra columns, one per logged metric key."""
     base = f"`{_cell(reference)}`" if reference else "the reference run"
     lines = [
         "# Leaderboard",
@@ -380,12 +387,14 @@ def render_markdown(
         "(AutoAttack's `rand` version).",
         f"Step cost: seconds per training step over {base}'s.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "| " + " | ".join([*COLUMNS, *(f"`{_cell(key)}`" for key in metrics)]) + " |",
+        "|" + "---|" * (len(COLUMNS) + len(metrics)),
     ]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
     if not rows:
-        lines.append("| " + " | ".join(["(no completed runs)"] + [""] * (len(COLUMNS) - 1)) + " |")
+        lines.append(
+            "| " + " | ".join(["(no completed runs)"] + [""] * (len(COLUMNS) + len(metrics) - 1)) + " |"
+        )
     notes = "; ".join(f"`{_cell(row['name'])}`: {_cell(row['note'])}" for row in rows if row.get("note"))
     if notes:
         lines += ["", f"Notes: {notes}."]
@@ -426,6 +435,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _format(row["rho2_ratio"], ".2f"),
         _format(row["step_cost"], ".2f"),
         _format(minutes, ".1f"),
+        *(_format(value, ".4g") for value in (row.get("metrics") or {}).values()),
     ]
 
 
@@ -532,9 +542,11 @@ def write_leaderboard(
     out_dir: str | Path,
     headline: str = DEFAULT_HEADLINE,
     reference: str | None = None,
+    metrics: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write ``leaderboard.md``, ``leaderboard.json`` and the figures of the runs of ``paths`` into
-    ``out_dir``; returns ``{file stem: path}``. Report paths in the JSON are relative to ``out_dir``.
+    ``out_dir``; returns ``{file stem: path}``. Report paths in the JSON are relative to ``out_dir``;
+    ``metrics``: extra columns (logged metric keys, see :func:`leaderboard_rows`).
 
     Raises:
         FileNotFoundError: as :func:`find_reports`.
@@ -542,13 +554,13 @@ def write_leaderboard(
     """
     out_dir = Path(out_dir)
     runs = load_runs(paths)
-    rows = leaderboard_rows(runs, headline, reference)
+    rows = leaderboard_rows(runs, headline, reference, metrics)
     base = reference_run(runs, reference)
     incomplete = incomplete_runs(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"leaderboard": out_dir / "leaderboard.md", "leaderboard_json": out_dir / "leaderboard.json"}
     base_name = base.name if base is not None else None
-    write_atomic(written["leaderboard"], render_markdown(rows, headline, incomplete, base_name))
+    write_atomic(written["leaderboard"], render_markdown(rows, headline, incomplete, base_name, metrics))
     data = {
         "headline": headline,
         "reference": base_name,
@@ -573,8 +585,9 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``lit-robust compare RUN_OR_REPORT... [--out DIR] [--headline NAME] [--reference NAME]``:
-    write the leaderboard, print its table and the paths written; 2 on a missing or unreadable input."""
+    """``lit-robust compare RUN_OR_REPORT... [--out DIR] [--headline NAME] [--reference NAME]
+    [--metric KEY]...``: write the leaderboard, print its table and the paths written; 2 on a missing or
+    unreadable input."""
     parser = argparse.ArgumentParser(
         prog="lit-robust compare",
         description="Compare runs: a leaderboard (Markdown, JSON) and figures from their report.json files.",
@@ -587,9 +600,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run whose step time is 1x (default: the first StandardTraining run)",
     )
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="one more column: a metric every report logged, e.g. test/grad_l1_over_l2/input (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
-        written = write_leaderboard(args.paths, args.out, args.headline, args.reference)
+        written = write_leaderboard(args.paths, args.out, args.headline, args.reference, args.metric)
     except (FileNotFoundError, ValueError) as error:
         print(f"lit-robust compare: error: {error}", file=sys.stderr)
         return 2

@@ -290,3 +290,20 @@ def test_a_randomized_pipeline_without_the_headline_shows_its_autoattack_at_the_
     )  # fmt: skip
     row = leaderboard_rows([Run("wnll_tvm", Path("wnll_tvm/report.json"), report)])[0]
     assert row["headline_acc"] == 0.4  # not the L2 AutoAttack, not Square
+
+
+def test_metric_columns_show_any_logged_metric_and_na_where_a_report_lacks_it(tmp_path):
+    key = "test/grad_l1_over_l2/input"
+    measured = make_report("StandardTraining", 0.97, [(AA, "AutoAttack", "linf", 0.3, 0.0)])
+    measured["metrics"] = {key: 12.5872}
+    write_run(tmp_path / "runs", "std", measured)
+    write_run(
+        tmp_path / "runs",
+        "adv",
+        make_report("AdversarialTraining", 0.97, [(AA, "AutoAttack", "linf", 0.3, 0.8)]),
+    )
+    written = write_leaderboard([tmp_path / "runs"], tmp_path / "board", metrics=[key])
+    table = [line for line in written["leaderboard"].read_text().splitlines() if line.startswith("|")]
+    assert table[0].endswith(f"| `{key}` |") and all(line.count("|") == table[0].count("|") for line in table)
+    assert next(line for line in table if line.startswith("| std |")).endswith("| 12.59 |")
+    assert next(line for line in table if line.startswith("| adv |")).endswith("| n/a |")
