@@ -8,10 +8,11 @@ the same network*) and the GFA grid penalty {abs, pos, neg} x task loss {ce, mse
 {0.1, 1, 10}, DEEP taps. Scored by ``configs/eval/paper_gfa_mnist.yaml`` (the paper's protocol next
 to AutoAttack, on 200 digits).
 
-Order: the baselines, then every (penalty, task loss) at lam 1 (a screen of the grid at its middle
-weight), then lam 0.1 and 10. 6 baselines + 54 GFA rows at about 10-15 minutes each on 2 CPU cores
-(PGD-AT rows about 30): some 14 hours, run in pieces; finished rows are committed as they arrive.
-FIRST taps and the ``||g||_1 / ||g||_2`` measurement of the FIRST tap are not in the table yet.
+Order: the baselines, then every (penalty, task loss) at lam 1 with DEEP taps and with FIRST (the
+input tap alone) — a screen of the grid at its middle weight — then DEEP at lam 0.1 and 10. 6
+baselines + 72 GFA rows at about 10-15 minutes each on 2 CPU cores (PGD-AT rows about 30): some 17
+hours, run in pieces; finished rows are committed as they arrive. The table adds the protocol's
+input-gradient ``||g||_1 / ||g||_2`` and input-tap cosines (``TABLE_METRICS`` in ``leaderboard.py``).
 """
 
 from __future__ import annotations
@@ -51,23 +52,18 @@ def baselines(network: str) -> list[Row]:
     ]
 
 
-def gfa_arguments(penalty: str, task: str, lam: float) -> tuple[str, ...]:
-    return (
-        f"--model.init_args.penalty={penalty}",
-        f"--model.init_args.task_loss={task}",
-        f"--model.init_args.lam={lam}",
-    )
-
-
-def gfa_rows(lam: float) -> list[Row]:
-    """Every network x penalty x task loss at weight ``lam``."""
+def gfa_rows(lam: float, taps: str = "deep") -> list[Row]:
+    """Every network x penalty x task loss at weight ``lam``, with the ``taps`` variant (``"deep"``:
+    the input and every Conv2d / Linear input; ``"first"``: the input alone)."""
+    tag = "" if taps == "deep" else f"_{taps}"
     return [
         Row(
-            f"{network}_gfa_{penalty}_{task}_lam{lam:g}",
+            f"{network}_gfa{tag}_{penalty}_{task}_lam{lam:g}",
             (GFA, config),
             (
                 *INPUTS,
                 *overrides,
+                f"--model.init_args.taps={taps}",
                 f"--model.init_args.penalty={penalty}",
                 f"--model.init_args.task_loss={task}",
                 f"--model.init_args.lam={lam}",
@@ -83,6 +79,7 @@ def gfa_rows(lam: float) -> list[Row]:
 STUDY_ROWS: list[Row] = [
     *(row for network in NETWORKS for row in baselines(network)),
     *gfa_rows(1.0),
+    *gfa_rows(1.0, taps="first"),
     *gfa_rows(0.1),
     *gfa_rows(10.0),
 ]
