@@ -232,6 +232,9 @@ def trained_network(row: Row, runs: Path, smoke: bool) -> Path:
 def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str, Any]:
     """Train (or resume), select and score ``row``; write its results folder; its ``row.json``. An
     evaluation-only row (``row.scores``) trains nothing: it scores its source row's network."""
+    version = (
+        code_version()
+    )  # the code the row's commands start with (not whatever is checked out at the end)
     folder, work = out / row.name, runs / row.name
     folder.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -271,7 +274,7 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
         "tags": list(row.tags),
         "note": row.note,
         "config_key": key,
-        "code_version": code_version(),
+        "code_version": version,
         "smoke": smoke,
         "commands": {step: shown(command) for step, command in commands.items()},
         "validation_worst_case_acc": score,
