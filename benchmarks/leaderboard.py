@@ -216,8 +216,8 @@ def train(row: Row, runs: Path, out: Path, smoke: bool, log: Path) -> tuple[list
     return fit, fit_seconds
 
 
-def trained_network(row: Row, runs: Path, smoke: bool) -> Path:
-    """The ``last.ckpt`` an evaluation-only row scores: its source row's finished fit of the same key.
+def check_trained(row: Row, runs: Path, smoke: bool) -> None:
+    """An evaluation-only row scores its source row's finished fit of the same key.
 
     Raises:
         RuntimeError: the source row has not been trained (by this fit key) yet.
@@ -226,15 +226,12 @@ def trained_network(row: Row, runs: Path, smoke: bool) -> Path:
     stamp, done = work / "fit.key", work / "fit.done"
     if not (done.is_file() and stamp.is_file() and stamp.read_text() == fit_key(row, smoke)):
         raise RuntimeError(f"{row.name} scores the network of row {row.scores!r}: run that row first")
-    return work / "fit" / "checkpoints" / "last.ckpt"
 
 
 def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str, Any]:
     """Train (or resume), select and score ``row``; write its results folder; its ``row.json``. An
     evaluation-only row (``row.scores``) trains nothing: it scores its source row's network."""
-    version = (
-        code_version()
-    )  # the code the row's commands start with (not whatever is checked out at the end)
+    version = code_version()  # the code its commands start with, not what is checked out at the end
     folder, work = out / row.name, runs / row.name
     folder.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -243,8 +240,10 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
     fit_seconds = 0.0
     if row.scores is None:
         commands["fit"], fit_seconds = train(row, runs, out, smoke, log)
+    else:
+        check_trained(row, runs, smoke)
     trained_by = runs / (row.scores or row.name)
-    last = trained_network(row, runs, smoke) if row.scores else work / "fit" / "checkpoints" / "last.ckpt"
+    last = trained_by / "fit" / "checkpoints" / "last.ckpt"
     progress = export_weights(last, folder / "weights.safetensors")
     shutil.copyfile(trained_by / "fit" / "config.yaml", folder / "config.yaml")
     (folder / "eval.yaml").write_text(yaml.safe_dump(eval_config(row, smoke), sort_keys=False))

@@ -43,6 +43,7 @@ def chain(error: BaseException) -> Iterator[BaseException]:
 
 
 def frames(traceback: TracebackType | None) -> Iterator[TracebackType]:
+    """The entries of ``traceback``, outermost first (the last one is where the error was raised)."""
     while traceback is not None:
         yield traceback
         traceback = traceback.tb_next
@@ -54,8 +55,12 @@ def project_error(error: BaseException) -> BaseException | None:
     ``None`` for anything else (a bug, a library's own failure): those keep their traceback."""
     found = None
     for link in chain(error):
-        last = list(frames(link.__traceback__))[-1:] or []
-        if isinstance(link, USER_ERRORS) and any(_in_project(tb.tb_frame.f_code.co_filename) for tb in last):
+        raised_at = list(frames(link.__traceback__))
+        if (
+            isinstance(link, USER_ERRORS)
+            and raised_at
+            and _in_project(raised_at[-1].tb_frame.f_code.co_filename)
+        ):
             found = link
     return found
 

@@ -9,10 +9,9 @@ file and the object it asked for. ``.safetensors`` files (tensors only, by const
 :func:`save_safetensors` writes the network weights the benchmark commits.
 
 :class:`lit_robust.defenses.checkpoint_io.SafeCheckpointIO` is the same loader as a Lightning
-checkpoint plugin; every
-``RobustClassifier`` installs it on its Trainer (replacing only Lightning's default plugin), so
-``trainer.fit(..., ckpt_path=...)`` is safe in code and from ``lit-robust``. A user who trusts a
-file and wants it unpickled says so explicitly: ``trainer.fit(..., weights_only=False)``.
+checkpoint plugin; every ``RobustClassifier`` installs it on its Trainer (replacing only Lightning's
+default plugin), so ``trainer.fit(..., ckpt_path=...)`` is safe in code and from ``lit-robust``. A
+user who trusts a file and wants it unpickled says so explicitly: ``trainer.fit(..., weights_only=False)``.
 """
 
 from __future__ import annotations

@@ -164,6 +164,9 @@ class RobustnessEvaluation(SubsetEvaluation):
     def metric_names(self, stage: str) -> set[str]:
         return {metric_name(stage, key, self.name) for key in self.flag_keys()}
 
+    def title(self) -> str:
+        return super().title() + (f" {self.name!r}" if self.name else "")
+
     def attacks_per_sample(self) -> int:
         return len(self.attacks)
 

@@ -115,6 +115,10 @@ class SubsetEvaluation(L.Callback, ABC):
     def log_extras(self, trainer: L.Trainer, stage: str, metrics: Mapping[str, Tensor]) -> None:
         """Hook for figures and other non-scalar outputs (rank zero only)."""
 
+    def title(self) -> str:
+        """What the progress line calls this evaluation (the class name)."""
+        return type(self).__name__
+
     def attacks_per_sample(self) -> int:
         """How many attacks :meth:`per_sample` runs on each sample (the progress line's unit of work)."""
         return 1
@@ -188,10 +192,8 @@ class SubsetEvaluation(L.Callback, ABC):
         if show:
             close_finished_bar(trainer, stage)
         self.trainer = trainer
-        name = getattr(self, "name", None)  # a named RobustnessEvaluation says which it is
-        title = type(self).__name__ + (f" {name!r}" if name else "")
         progress = EvaluationProgress(
-            f"{title} on {len(shard)} {stage} samples", len(shard), self.attacks_per_sample(), show
+            f"{self.title()} on {len(shard)} {stage} samples", len(shard), self.attacks_per_sample(), show
         )
         self._progress = progress
         try:
