@@ -12,7 +12,10 @@ its numbers, also kept in its ``row.json``):
    ``<runs>/<row>/fit``; an interrupted fit resumes from its ``last.ckpt``;
 2. for a weight sweep (a row ``group``), ``validate`` with APGD-CE + APGD-T at Linf 0.3 on the 400
    validation digits: the group's point is the best worst case there, never chosen on test;
-3. ``test`` with ``configs/eval/leaderboard_mnist.yaml`` plus the paper's attacks (``eval.yaml``).
+3. ``test`` with ``configs/eval/leaderboard_mnist.yaml`` plus the paper's attacks (``eval.yaml``). A
+   sweep scores on test only its selected point and its paper's (or spec's) setting, once every point
+   of it is validated: a point that is neither keeps its validation score and weights, untested (the
+   protocol costs 20-90 min a row on 2 cores; selection never looks at test, so nothing else needs it).
 An evaluation-only row (``scores``: WNLL + TVM) runs only the ``test``, of its source row's trained
 network under its own protocol; it shares the source's fit key and waits for the source row.
 
@@ -35,6 +38,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = "configs/data/mnist_sample.yaml"
 BUDGET = f"{LEADERBOARD}/budget.yaml"
 SELECTION = f"{LEADERBOARD}/select.yaml"
+SMOKE_SELECTION = f"{LEADERBOARD}/smoke_select.yaml"
 SELECTION_METRIC = "val/worst_case_acc"
 HEADLINE = "autoattack_linf_0.3"
 TABLES = {  # name -> (rows, results folder, training logs)
@@ -141,7 +148,7 @@ def fit_key(row: Row, smoke: bool) -> str:
 def config_key(row: Row, smoke: bool) -> str:
     """A hash of everything the row's numbers depend on that is not library code: its training
     (:func:`fit_key`), its selection and its protocol."""
-    selection = (ROOT / SELECTION).read_text() if row.group else None
+    selection = (ROOT / selection_config(smoke)).read_text() if row.group else None
     return digest({"fit": fit_key(row, smoke), "selection": selection, "eval": eval_config(row, smoke)})
 
 
@@ -155,9 +162,54 @@ def code_version() -> str:
     return commit + ("+dirty" if git("status", "--porcelain", "lit_robust", "configs", LEADERBOARD) else "")
 
 
-def finished(row: Row, out: Path, key: str) -> bool:
+def selection_config(smoke: bool) -> str:
+    return SMOKE_SELECTION if smoke else SELECTION
+
+
+def record_of(row: Row, out: Path, key: str) -> dict[str, Any] | None:
+    """``row``'s ``row.json`` when it was written for config ``key``, else ``None``."""
     path = out / row.name / "row.json"
-    return path.is_file() and json.loads(path.read_text()).get("config_key") == key
+    record = json.loads(path.read_text()) if path.is_file() else None
+    return record if record is not None and record.get("config_key") == key else None
+
+
+def sweeps(rows: list[Row]) -> dict[str, list[Row]]:
+    """The points of each weight sweep among ``rows``, in listed order."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.group:
+            groups.setdefault(row.group, []).append(row)
+    return groups
+
+
+def best_point(group: list[Row], out: Path, keys: dict[str, str]) -> Row | None:
+    """The sweep's point with the best validation worst case (ties: the first listed); ``None``
+    until every point has been validated under its current config."""
+    records = [record_of(row, out, keys[row.name]) for row in group]
+    if any(record is None for record in records):
+        return None
+    return group[max(range(len(group)), key=lambda i: (records[i]["validation_worst_case_acc"], -i))]
+
+
+def to_test(group: list[Row], out: Path, keys: dict[str, str]) -> list[Row] | None:
+    """The points of a sweep scored on test: its best point on validation and its paper's setting;
+    ``None`` until every point has been validated."""
+    best = best_point(group, out, keys)
+    return None if best is None else [row for row in group if row is best or "paper_setting" in row.tags]
+
+
+def state(row: Row, table: list[Row], out: Path, keys: dict[str, str]) -> str:
+    """``done`` (nothing left to run), ``to test`` (a validated sweep point its sweep scores on
+    test), ``validated`` (a sweep point waiting for the rest of its sweep) or ``to run``."""
+    record = record_of(row, out, keys[row.name])
+    if record is None:
+        return "to run"
+    if record.get("tested", True):  # rows before sweeps were tested on their own carry no flag
+        return "done"
+    chosen = to_test(sweeps(table)[row.group], out, keys)
+    if chosen is None:
+        return "validated"
+    return "to test" if row in chosen else "done"
 
 
 # ----------------------------------------------------------------------------------- running
@@ -229,8 +281,10 @@ def check_trained(row: Row, runs: Path, smoke: bool) -> None:
 
 
 def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str, Any]:
-    """Train (or resume), select and score ``row``; write its results folder; its ``row.json``. An
-    evaluation-only row (``row.scores``) trains nothing: it scores its source row's network."""
+    """Train (or resume) ``row``, write its results folder and ``row.json``, and score it on test
+    unless it is a sweep point: that one is validated (its selection score) and :func:`score_on_test`
+    runs later if its sweep chooses it. An evaluation-only row (``row.scores``) trains nothing: it
+    scores its source row's network."""
     version = code_version()  # the code its commands start with, not what is checked out at the end
     folder, work = out / row.name, runs / row.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -243,29 +297,20 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
     else:
         check_trained(row, runs, smoke)
     trained_by = runs / (row.scores or row.name)
-    last = trained_by / "fit" / "checkpoints" / "last.ckpt"
-    progress = export_weights(last, folder / "weights.safetensors")
+    progress = export_weights(checkpoint_of(row, runs), folder / "weights.safetensors")
     shutil.copyfile(trained_by / "fit" / "config.yaml", folder / "config.yaml")
     (folder / "eval.yaml").write_text(yaml.safe_dump(eval_config(row, smoke), sort_keys=False))
+    for name in ("report.json", "report.md"):  # a sweep point's old report is not this config's
+        (folder / name).unlink(missing_ok=True)
     score = None
     if row.group:
         select = lit_robust(
-            "validate", *config_args(relative(folder / "config.yaml"), SELECTION),
-            f"--ckpt_path={relative(last)}", *logger_args(runs, row.name, "select"),
+            "validate", *config_args(relative(folder / "config.yaml"), selection_config(smoke)),
+            f"--ckpt_path={relative(checkpoint_of(row, runs))}", *logger_args(runs, row.name, "select"),
         )  # fmt: skip
         shutil.rmtree(work / "select", ignore_errors=True)
         run(select, log)
         score, commands["select"] = selection_score(work / "select"), select
-    test = lit_robust(
-        "test", *config_args(relative(folder / "config.yaml"), relative(folder / "eval.yaml")),
-        f"--ckpt_path={relative(last)}",
-        *logger_args(runs, row.name, "test"),
-    )  # fmt: skip
-    shutil.rmtree(work / "test", ignore_errors=True)
-    test_seconds = run(test, log)
-    commands["test"] = test
-    for name in ("report.json", "report.md"):
-        shutil.copyfile(work / "test" / name, folder / name)
     record = {
         "name": row.name,
         "group": row.group,
@@ -277,33 +322,113 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
         "smoke": smoke,
         "commands": {step: shown(command) for step, command in commands.items()},
         "validation_worst_case_acc": score,
+        "tested": False,
         "train_seconds": progress.get("train_seconds"),
         "global_step": progress.get("global_step"),
         "fit_wall_seconds": round(fit_seconds, 1),
-        "test_wall_seconds": round(test_seconds, 1),
+        "test_wall_seconds": None,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "versions": {name: _version(name) for name in PACKAGES},
     }
+    write_record(folder, record)
+    return record if row.group else score_on_test(row, runs, out, record)
+
+
+def checkpoint_of(row: Row, runs: Path) -> Path:
+    """The ``last.ckpt`` of the fit whose network ``row`` scores (its own, or its source row's)."""
+    return runs / (row.scores or row.name) / "fit" / "checkpoints" / "last.ckpt"
+
+
+def write_record(folder: Path, record: dict[str, Any]) -> None:
     (folder / "row.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def score_on_test(row: Row, runs: Path, out: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Run ``row``'s ``test`` (its protocol, on its exported folder's configs); copy the report into
+    its folder; its ``row.json`` updated (``tested``, the test command, seconds and code version)."""
+    folder, work = out / row.name, runs / row.name
+    version = code_version()
+    test = lit_robust(
+        "test", *config_args(relative(folder / "config.yaml"), relative(folder / "eval.yaml")),
+        f"--ckpt_path={relative(checkpoint_of(row, runs))}",
+        *logger_args(runs, row.name, "test"),
+    )  # fmt: skip
+    shutil.rmtree(work / "test", ignore_errors=True)
+    test_seconds = run(test, work / "commands.log")
+    for name in ("report.json", "report.md"):
+        shutil.copyfile(work / "test" / name, folder / name)
+    record = {
+        **record,
+        "commands": {**record["commands"], "test": shown(test)},
+        "tested": True,
+        "test_wall_seconds": round(test_seconds, 1),
+    }
+    if version != record["code_version"]:  # a sweep point validated by earlier code
+        record["test_code_version"] = version
+    write_record(folder, record)
     return record
 
 
-def mark_selected(rows: list[Row], out: Path) -> None:
-    """In every finished sweep, mark the row with the best validation worst case ``selected``
-    (ties: the first listed); unfinished sweeps get no mark."""
-    groups: dict[str, list[Path]] = {}
-    for row in rows:
-        if row.group:
-            groups.setdefault(row.group, []).append(out / row.name / "row.json")
-    for paths in groups.values():
-        if not all(path.is_file() for path in paths):
+def mark_selected(rows: list[Row], out: Path, keys: dict[str, str]) -> None:
+    """In every validated sweep, mark its point with the best validation worst case ``selected``
+    (see :func:`best_point`); sweeps not validated yet get no mark."""
+    for group in sweeps(rows).values():
+        best = best_point(group, out, keys)
+        if best is None:
             continue
-        records = [json.loads(path.read_text()) for path in paths]
-        best = max(range(len(records)), key=lambda i: (records[i]["validation_worst_case_acc"], -i))
-        for i, (path, record) in enumerate(zip(paths, records, strict=True)):
-            record["selected"] = i == best
-            path.write_text(json.dumps(record, indent=2) + "\n")
+        for row in group:
+            record = record_of(row, out, keys[row.name])
+            write_record(out / row.name, {**record, "selected": row is best})
+
+
+@dataclass
+class Benchmark:
+    """One run of a table: after each row's step, the leaderboard and cards are refreshed (and committed)."""
+
+    table_name: str
+    table: list[Row]
+    out: Path
+    runs: Path
+    smoke: bool
+    commit: bool
+    keys: dict[str, str]
+    started: float = field(default_factory=time.perf_counter)
+    failures: list[str] = field(default_factory=list)
+
+    def attempt(self, label: str, row: Row, step: Callable[[], dict[str, Any]]) -> None:
+        """Run ``step`` (a row's :func:`run_row` or :func:`score_on_test`), print how long it took; a
+        failure is printed and kept in ``failures``, and the run goes on with the next row."""
+        print(f"{label}: running (log: {self.runs / row.name / 'commands.log'})", flush=True)
+        step_started = time.perf_counter()
+        try:
+            record = step()
+        except (RuntimeError, OSError) as error:
+            print(f"{label}: FAILED: {error}", file=sys.stderr, flush=True)
+            self.failures.append(row.name)
+            return
+        minutes = (time.perf_counter() - step_started) / 60
+        total = (time.perf_counter() - self.started) / 60
+        tested = record["test_wall_seconds"]
+        timing = f"fit {record['fit_wall_seconds']:.0f} s, " + (
+            "validated, test waits for its sweep" if tested is None else f"test {tested:.0f} s"
+        )
+        print(f"{label}: done in {minutes:.1f} min ({timing}; {total:.1f} min so far)", flush=True)
+        self.refresh(row)
+
+    def refresh(self, row: Row) -> None:
+        """Mark the sweeps' selected points; rewrite the leaderboard (and, for the leaderboard table,
+        the cards and the README block); commit them with ``row``'s folder if ``commit``."""
+        mark_selected(self.table, self.out, self.keys)
+        reports = sorted(self.out.glob("*/report.json"))
+        metrics = TABLE_METRICS.get(self.table_name, ())
+        written = list(write_leaderboard(reports, self.out, headline=HEADLINE, metrics=metrics).values())
+        if self.table_name == "leaderboard" and not self.smoke:  # the cards cite the leaderboard's results
+            written += update_cards(self.out)
+        if self.commit:
+            commit(
+                [self.out / row.name, *written], f"Leaderboard row {row.name} (config {self.keys[row.name]})"
+            )
 
 
 def commit(paths: list[Path], message: str) -> None:
@@ -340,40 +465,28 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown rows {unknown}; known: {[row.name for row in table]}")
     chosen = [row for row in table if not args.rows or row.name in args.rows]
-    keys = {row.name: config_key(row, args.smoke) for row in chosen}
+    keys = {row.name: config_key(row, args.smoke) for row in table}
     if args.list:
         for row in chosen:
-            print(f"{row.name:32s} {'done' if finished(row, out, keys[row.name]) else 'to run'}  {row.note}")
+            print(f"{row.name:32s} {state(row, table, out, keys):9s}  {row.note}")
         return 0
-    failures = []
-    started = time.perf_counter()
+    bench = Benchmark(args.table, table, out, runs, args.smoke, args.commit, keys)
     for index, row in enumerate(chosen, 1):
         prefix = f"[{index}/{len(chosen)}] {row.name}"
-        if finished(row, out, keys[row.name]):
-            print(f"{prefix}: finished earlier (config key {keys[row.name]}), skipped", flush=True)
-            continue
-        print(f"{prefix}: running (log: {runs / row.name / 'commands.log'})", flush=True)
-        row_started = time.perf_counter()
-        try:
-            record = run_row(row, runs, out, args.smoke, keys[row.name])
-        except (RuntimeError, OSError) as error:
-            print(f"{prefix}: FAILED: {error}", file=sys.stderr, flush=True)
-            failures.append(row.name)
-            continue
-        minutes, total = (time.perf_counter() - row_started) / 60, (time.perf_counter() - started) / 60
-        timing = f"fit {record['fit_wall_seconds']:.0f} s, test {record['test_wall_seconds']:.0f} s"
-        print(f"{prefix}: done in {minutes:.1f} min ({timing}; {total:.1f} min so far)", flush=True)
-        mark_selected(table, out)
-        reports = sorted(out.glob("*/report.json"))
-        metrics = TABLE_METRICS.get(args.table, ())
-        written = list(write_leaderboard(reports, out, headline=HEADLINE, metrics=metrics).values())
-        if args.table == "leaderboard" and not args.smoke:  # the cards cite the leaderboard's results
-            written += update_cards(out)
-        if args.commit:
-            message = f"Leaderboard row {row.name} (config {keys[row.name]})"
-            commit([out / row.name, *written], message)
-    if failures:
-        print(f"{len(failures)} row(s) failed: {failures}", file=sys.stderr)
+        now = state(row, table, out, keys)
+        if now == "to run":
+            bench.attempt(prefix, row, partial(run_row, row, runs, out, args.smoke, keys[row.name]))
+        else:
+            done = "finished" if now == "done" else "validated"  # a sweep point its sweep may test next
+            print(f"{prefix}: {done} earlier (config key {keys[row.name]}), skipped", flush=True)
+        for point in sweeps(chosen).get(row.group, []):  # its sweep's chosen points, once all validated
+            if state(point, table, out, keys) == "to test":
+                record = record_of(point, out, keys[point.name])
+                bench.attempt(
+                    f"{prefix}: test {point.name}", point, partial(score_on_test, point, runs, out, record)
+                )
+    if bench.failures:
+        print(f"{len(bench.failures)} row(s) failed: {bench.failures}", file=sys.stderr)
         return 1
     return 0
 

@@ -5,7 +5,8 @@ Every row trains on the embedded MNIST sample with SmallCNN under the matched bu
 ``note`` says why not, then is scored by ``configs/eval/leaderboard_mnist.yaml`` plus its paper's
 own attacks (names ending in ``_paper``). A ``group`` is a 3-point sweep of one defense's weight:
 its point is chosen on the validation split by the APGD-CE + APGD-T worst case at Linf 0.3, never
-on test. Rows run in the order listed (the anchors first); a re-run skips finished rows.
+on test, and only that point and the paper's (or spec's) setting are scored on test. Rows run in the
+order listed (the anchors first); a re-run skips finished rows.
 """
 
 from __future__ import annotations
@@ -203,4 +204,7 @@ SMOKE_ROWS: list[Row] = [
         ("--model.init_args.attack.init_args.steps=2",),
     ),
     scored_again(SMOKE_STANDARD, "standard_tvm", f"{LEADERBOARD}/smoke_eval_tvm.yaml", (), "TVM in front"),
+    # a two-point sweep: smoke_select.yaml ties the points, so the first (the paper's) is chosen, tested
+    # once both are validated; the other is neither chosen nor the paper's and is never tested
+    *sweep("input_gradient", IGR, "lam", [1.0, 0.1], 1.0),
 ]

@@ -1,6 +1,7 @@
-"""``benchmarks/leaderboard.py --smoke``: two rows trained, scored and compared end to end, and an
-evaluation-only row that scores the first row's network with TVM in front; a re-run skips them; the
-committed weights re-score to the same numbers without training.
+"""``benchmarks/leaderboard.py --smoke``: two rows trained, scored and compared end to end, an
+evaluation-only row that scores the first row's network with TVM in front, and a two-point weight sweep
+whose chosen point alone is scored on test; a re-run skips them; the committed weights re-score to the
+same numbers without training.
 
 The script runs as a subprocess (tests never import ``benchmarks/``).
 """
@@ -20,14 +21,16 @@ from lit_robust.loading import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "leaderboard.py"
-ROWS = ("standard", "pgd_at", "standard_tvm")
+ROWS = ("standard", "pgd_at", "standard_tvm", "input_gradient_lam1")
+UNTESTED = "input_gradient_lam0.1"  # the sweep's other point: neither chosen (a tie) nor the paper's
 FILES = ("config.yaml", "eval.yaml", "report.json", "report.md", "row.json", "weights.safetensors")
 
 
 def run_benchmark(tmp_path: Path, *extra: str) -> str:
     command = [sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path / "out")]
     command += ["--runs", str(tmp_path / "runs"), *extra]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    # a hang guard only: five rows take minutes on 2 shared cores
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -48,6 +51,13 @@ def test_smoke_benchmark_scores_both_rows_a_rerun_skips_them_and_the_weights_res
         assert ("pgd_linf_0.3_paper" in report["robust_acc"]) is (
             row != "standard_tvm"
         )  # smoke_eval_tvm.yaml
+    chosen, other = (json.loads((out / row / "row.json").read_text()) for row in (ROWS[-1], UNTESTED))
+    assert chosen["selected"] and chosen["tested"] and "select" in chosen["commands"]
+    assert not other["selected"] and not other["tested"] and "test" not in other["commands"]
+    assert other["validation_worst_case_acc"] == chosen["validation_worst_case_acc"] == 0.0
+    assert sorted(p.name for p in (out / UNTESTED).iterdir()) == sorted(
+        set(FILES) - {"report.json", "report.md"}
+    )
     tvm = json.loads((out / "standard_tvm" / "row.json").read_text())
     assert tvm["scores"] == "standard" and "fit" not in tvm["commands"]  # it trained nothing
     scored, trained = (load_file(out / row / "weights.safetensors") for row in ("standard_tvm", "standard"))
@@ -59,7 +69,7 @@ def test_smoke_benchmark_scores_both_rows_a_rerun_skips_them_and_the_weights_res
     assert json.loads((out / "leaderboard.json").read_text())["headline"] == "autoattack_linf_0.3"
 
     second = run_benchmark(tmp_path)
-    assert second.count("finished earlier") == len(ROWS) and "running" not in second
+    assert second.count("finished earlier") == len(ROWS) + 1 and "running" not in second
     check_rescore(out / "standard", tmp_path / "rescore", monkeypatch)
 
 
