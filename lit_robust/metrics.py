@@ -9,6 +9,8 @@ with ``stage`` ``val`` or ``test`` (``../shared/papers/evaluation.md`` has the f
     val/worst_case_acc              per-sample worst case over every attack of the callback
     val/worst_case_acc_at/linf_0.1  the same over the callback's attacks of one budget, when its
                                     attacks span several (an eps sweep, or Linf and L2 together)
+    val/attack_seconds/pgd_linf_0.3 wall-clock seconds one attack of a RobustnessEvaluation ran,
+                                    summed over batches and processes
     val/median_l2/deepfool_l2       a minimal-perturbation statistic of one attack
     val/masking/<check>             a gradient-masking check, with ``<check>_flag`` and ``flags``
 
@@ -28,6 +30,7 @@ SUBSET_ACC = "subset_acc"
 ROBUST_ACC = "robust_acc"
 WORST_CASE_ACC = "worst_case_acc"
 WORST_CASE_ACC_AT = "worst_case_acc_at"
+ATTACK_SECONDS = "attack_seconds"
 MASKING = "masking"
 MINIMAL_STATISTICS = ("median_l2", "median_linf", "mean_l2", "success_rate", "rho2")
 

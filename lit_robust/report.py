@@ -27,6 +27,7 @@ from lit_robust.attacks.base import Attack
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation
 from lit_robust.metrics import (
     ACC,
+    ATTACK_SECONDS,
     MASKING,
     MINIMAL_STATISTICS,
     ROBUST_ACC,
@@ -131,6 +132,7 @@ def build_report(
         "clean_acc": metrics.get(metric("test", ACC)),
         "subset_clean_acc": metrics.get(metric("test", SUBSET_ACC)),
         "robust_acc": per_attack(metrics, "test", ROBUST_ACC),
+        "attack_seconds": per_attack(metrics, "test", ATTACK_SECONDS),
         **worst_cases(metrics),
         "eps_curves": eps_curves(evaluations, metrics),
         "minimal_perturbation": dict(minimal),
@@ -236,6 +238,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                 flag = report["masking"].get(f"{name}_flag")
                 lines.append(f"| {name} | {value:.4g} | {'n/a' if flag is None else int(flag)} |")
         lines.append(f"\nFlags raised: {int(report['masking'].get('flags', 0))}")
+    if report.get("attack_seconds"):  # reports before attack timing have none
+        lines += ["", "## What each attack cost (wall-clock, summed over processes)", ""]
+        lines += ["| attack | minutes |", "|---|---|"]
+        lines += [f"| `{name}` | {seconds / 60:.1f} |" for name, seconds in report["attack_seconds"].items()]
     lines += ["", "## Settings", ""]
     for evaluation in report["evaluations"]:
         named = f" `{evaluation['name']}`" if evaluation.get("name") else ""

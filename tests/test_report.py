@@ -42,7 +42,7 @@ def test_the_report_says_how_far_the_scored_checkpoint_was_trained():
     assert progress_text(None) == ""
 
 
-def test_the_report_shows_training_time_and_named_evaluations():
+def test_the_report_shows_training_time_attack_cost_and_named_evaluations():
     progress = {"epochs_completed": 20, "max_epochs": 20, "global_step": 580, "train_seconds": 126.0}
     expected = " (written after epoch 20 of 20: training finished; 2.1 min of training steps)"
     assert progress_text(progress) == expected
@@ -51,7 +51,8 @@ def test_the_report_shows_training_time_and_named_evaluations():
         "checkpoint_progress": progress, "created": "now", "seed": 0,
         "run": {"command": "test", "completed": True, "status": "finished"},
         "hardware": {"device": "cpu", "processes": 1}, "clean_acc": 0.99, "subset_clean_acc": 0.99,
-        "robust_acc": {"autoattack_linf_0.3": 0.5}, "worst_case_acc": 0.5,
+        "robust_acc": {"autoattack_linf_0.3": 0.5}, "attack_seconds": {"autoattack_linf_0.3": 1290.0},
+        "worst_case_acc": 0.5,
         "named_worst_case_acc": {"budgets": 0.25}, "eps_curves": {}, "minimal_perturbation": {},
         "masking": {}, "versions": {},
         "evaluations": [{"callback": "RobustnessEvaluation", "name": "budgets", "num_samples": 200, "seed": 0,
@@ -61,6 +62,9 @@ def test_the_report_shows_training_time_and_named_evaluations():
     assert "| **worst case over the main evaluation's attacks** | **50.00%** |" in page
     assert "| worst case over the attacks of evaluation `budgets` | 25.00% |" in page
     assert "- RobustnessEvaluation `budgets`: 200 samples, seed 0" in page
+    assert "| `autoattack_linf_0.3` | 21.5 |" in page  # minutes the attack ran
+    del report["attack_seconds"]  # a report written before attacks were timed
+    assert "What each attack cost" not in render_markdown(report)
 
 
 def test_the_report_names_the_weights_and_how_the_model_was_trained():

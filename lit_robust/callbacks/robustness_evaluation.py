@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 
@@ -14,7 +15,15 @@ from torch import Tensor, nn
 from lit_robust.attacks.base import Attack
 from lit_robust.callbacks.subset_evaluation import SubsetEvaluation, check_distinct_names, stop_if_terminated
 from lit_robust.finite import check_finite_outputs
-from lit_robust.metrics import ROBUST_ACC, SUBSET_ACC, WORST_CASE_ACC, WORST_CASE_ACC_AT, budget_name, metric
+from lit_robust.metrics import (
+    ATTACK_SECONDS,
+    ROBUST_ACC,
+    SUBSET_ACC,
+    WORST_CASE_ACC,
+    WORST_CASE_ACC_AT,
+    budget_name,
+    metric,
+)
 from lit_robust.models.modes import eval_mode
 
 
@@ -68,7 +77,35 @@ def robust_flags(
     return flags
 
 
+class AttackClock:
+    """Wall-clock seconds of each attack of one batch: pass :meth:`start` as ``robust_flags``'s
+    ``on_attack`` (it calls ``then(attack)`` too) and call :meth:`stop` after the last attack. On a
+    GPU it synchronizes ``device`` at each boundary, so an attack's queued kernels count as its own."""
+
+    def __init__(self, device: torch.device, then: Callable[[Attack], None] | None = None):
+        self.seconds: dict[str, float] = {}
+        self.device, self.then = device, then
+        self._running: str | None = None
+        self._since = 0.0
+
+    def start(self, attack: Attack) -> None:
+        self.stop()
+        self._running, self._since = attack.name, time.perf_counter()
+        if self.then is not None:
+            self.then(attack)
+
+    def stop(self) -> None:
+        if self._running is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - self._since
+        self.seconds[self._running] = self.seconds.get(self._running, 0.0) + elapsed
+        self._running = None
+
+
 BUDGET_PREFIX = "budget:"  # the flag key of a per-budget worst case: ``budget:linf_0.1``
+SECONDS_PREFIX = "seconds:"  # the per-sample share of an attack's seconds: ``seconds:pgd_linf_0.3``
 
 
 def budget_of(attack: Attack) -> str | None:
@@ -93,6 +130,8 @@ def metric_name(stage: str, flag_key: str, name: str | None = None) -> str:
     special = {"clean": SUBSET_ACC, "worst_case": WORST_CASE_ACC}
     if flag_key in special:
         return metric(stage, special[flag_key], name)
+    if flag_key.startswith(SECONDS_PREFIX):
+        return metric(stage, ATTACK_SECONDS, flag_key.removeprefix(SECONDS_PREFIX))
     if flag_key.startswith(BUDGET_PREFIX):
         budget = flag_key.removeprefix(BUDGET_PREFIX)
         return metric(stage, WORST_CASE_ACC_AT, budget if name is None else f"{name}/{budget}")
@@ -112,6 +151,8 @@ class RobustnessEvaluation(SubsetEvaluation):
       over everything then mixes budgets (an eps sweep's largest eps decides it), so each budget's
       own worst case is logged beside it;
     * ``subset_acc`` — clean accuracy on the same subset;
+    * ``attack_seconds/<attack name>`` — wall-clock seconds the attack ran, summed over batches and
+      processes (what it costs; the report lists them);
     * ``robust_acc_vs_eps/<attack>`` — a figure (TensorBoard logger only) of robust accuracy
       against eps, for every attack given at two or more budgets (an eps sweep: list the attack
       once per eps).
@@ -171,13 +212,23 @@ class RobustnessEvaluation(SubsetEvaluation):
         return len(self.attacks)
 
     def per_sample(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        flags = robust_flags(model, x, y, self.attacks, self.individual, self.trainer, self.show_attack)
+        """The flags of :meth:`flag_keys`, and each attack's seconds shared equally by the batch's
+        samples (``seconds:<attack name>``), so the gathered values sum to its seconds."""
+        clock = AttackClock(x.device, self.show_attack)
+        flags = robust_flags(model, x, y, self.attacks, self.individual, self.trainer, clock.start)
+        clock.stop()
         for budget, names in self.budgets().items():
             flags[BUDGET_PREFIX + budget] = torch.stack([flags[name] for name in names]).all(dim=0)
+        for name, seconds in clock.seconds.items():
+            flags[SECONDS_PREFIX + name] = torch.full((len(y),), seconds / len(y), device=y.device)
         return flags
 
     def summarize(self, stage: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {metric_name(stage, key, self.name): values[key].mean() for key in self.flag_keys()}
+        accuracies = {metric_name(stage, key, self.name): values[key].mean() for key in self.flag_keys()}
+        seconds = {
+            metric_name(stage, key): values[key].sum() for key in values if key.startswith(SECONDS_PREFIX)
+        }
+        return {**accuracies, **seconds}
 
     def log_extras(self, trainer: L.Trainer, stage: str, metrics: Mapping[str, Tensor]) -> None:
         if not isinstance(trainer.logger, TensorBoardLogger):

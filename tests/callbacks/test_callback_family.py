@@ -94,6 +94,7 @@ def run(tmp_path: Path, trained: nn.Module, callback: L.Callback, stage: str, gl
     getattr(trainer, stage)(model, datamodule=tiny_data(), verbose=False)
     assert probe.checked == 1
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    metrics = {key: value for key, value in metrics.items() if "/attack_seconds/" not in key}  # a clock
     events = EventAccumulator(logger.log_dir)
     events.Reload()
     images = {tag: [i.encoded_image_string for i in events.Images(tag)] for tag in events.Tags()["images"]}

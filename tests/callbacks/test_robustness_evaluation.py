@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import pytest
 import torch
@@ -262,3 +264,33 @@ def test_one_budget_or_the_ensemble_has_no_per_budget_worst_case():
         "val/worst_case_acc_at/sweep/linf_0.1",
         "val/worst_case_acc_at/sweep/linf_0.3",
     }
+
+
+class SlowIdentity(Attack):
+    """Returns its input unchanged after ``seconds`` of sleep: an attack whose cost is known."""
+
+    threat_model = ThreatModel.UNBOUNDED
+    short_name = "slow"
+
+    def __init__(self, seconds: float, name: str):
+        super().__init__(name=name)
+        self.seconds = seconds
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        time.sleep(self.seconds)
+        return x
+
+
+def test_each_attack_logs_the_seconds_it_ran_summed_over_batches(tmp_path, trained_tiny):
+    network, _, _ = trained_tiny
+    slow, quick = SlowIdentity(0.2, "slow"), SlowIdentity(0.0, "quick")
+    evaluation = RobustnessEvaluation([slow, quick], num_samples=8, batch_size=4)  # two batches
+    trainer = quick_trainer(tmp_path, callbacks=[evaluation], inference_mode=False)
+    trainer.test(
+        StandardTraining(network=network, num_classes=NUM_CLASSES), datamodule=tiny_data(), verbose=False
+    )
+    logged = trainer.callback_metrics
+    assert logged["test/subset_acc"] > 0  # so at least one batch has a digit to attack
+    assert 0.2 <= float(logged["test/attack_seconds/slow"]) < 0.4 + 0.2  # one or both batches slept
+    assert 0 <= float(logged["test/attack_seconds/quick"]) < 0.1
+    assert "test/attack_seconds/slow" not in evaluation.metric_names("test")  # not a monitorable accuracy
