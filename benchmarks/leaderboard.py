@@ -204,7 +204,7 @@ def state(row: Row, table: list[Row], out: Path, keys: dict[str, str]) -> str:
     record = record_of(row, out, keys[row.name])
     if record is None:
         return "to run"
-    if record.get("tested", True):  # rows before sweeps were tested on their own carry no flag
+    if record.get("tested", True):  # a row.json written before untested sweep points has no flag
         return "done"
     chosen = to_test(sweeps(table)[row.group], out, keys)
     if chosen is None:
