@@ -206,6 +206,8 @@ def state(row: Row, table: list[Row], out: Path, keys: dict[str, str]) -> str:
         return "to run"
     if record.get("tested", True):  # a row.json written before untested sweep points has no flag
         return "done"
+    if row.group is None:  # only a sweep point is left untested on purpose
+        return "to run"
     chosen = to_test(sweeps(table)[row.group], out, keys)
     if chosen is None:
         return "validated"
@@ -331,8 +333,10 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
         "cpu_count": os.cpu_count(),
         "versions": {name: _version(name) for name in PACKAGES},
     }
-    write_record(folder, record)
-    return record if row.group else score_on_test(row, runs, out, record)
+    if row.group is None:
+        return score_on_test(row, runs, out, record)
+    write_record(folder, record)  # a validated sweep point: its sweep may test it later
+    return record
 
 
 def checkpoint_of(row: Row, runs: Path) -> Path:
