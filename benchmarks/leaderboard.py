@@ -69,6 +69,17 @@ TABLES = {  # name -> (rows, results folder, training logs)
     "gfa_study": (STUDY_ROWS, "benchmarks/results/gfa_study", "runs/gfa_study"),
     "smoke": (SMOKE_ROWS, "runs/leaderboard_smoke/results", "runs/leaderboard_smoke/runs"),
 }
+# the leaderboard's full-scale rows, which this machine cannot run
+CIFAR10, IMAGENET = "the CIFAR-10 files and a GPU", "the ImageNet files and GPUs"
+FULL_SCALE = {  # configs/experiments/<name>.yaml -> what it needs
+    "cifar10_standard_preactresnet18": CIFAR10,
+    "cifar10_adversarial_training_preactresnet18": CIFAR10,
+    "cifar10_trades_wrn34_10": CIFAR10,
+    "cifar10_wnll_resnet20": CIFAR10,
+    "cifar10_deep_defense_convnet": CIFAR10,
+    "imagenet_standard_resnet50": IMAGENET,
+}
+assert all((ROOT / f"configs/experiments/{name}.yaml").is_file() for name in FULL_SCALE), FULL_SCALE
 # extra columns of a table: metrics its protocol logs (the GFA study: issue 14's derivation, FIRST tap)
 TABLE_METRICS = {"gfa_study": ("test/grad_l1_over_l2/input", "test/gfa_abs_cos/input", "test/gfa_cos/input")}
 
@@ -426,13 +437,46 @@ class Benchmark:
         mark_selected(self.table, self.out, self.keys)
         reports = sorted(self.out.glob("*/report.json"))
         metrics = TABLE_METRICS.get(self.table_name, ())
-        written = list(write_leaderboard(reports, self.out, headline=HEADLINE, metrics=metrics).values())
+        files = write_leaderboard(reports, self.out, headline=HEADLINE, metrics=metrics)
+        board = files["leaderboard"]
+        full_scale = self.table_name == "leaderboard" and not self.smoke
+        board.write_text(board.read_text() + unscored_section(self.table, self.out, self.keys, full_scale))
+        written = list(files.values())
         if self.table_name == "leaderboard" and not self.smoke:  # the cards cite the leaderboard's results
             written += update_cards(self.out)
         if self.commit:
             commit(
                 [self.out / row.name, *written], f"Leaderboard row {row.name} (config {self.keys[row.name]})"
             )
+
+
+def unscored_section(table: list[Row], out: Path, keys: dict[str, str], full_scale: bool) -> str:
+    """Markdown: every row of ``table`` without a test report yet, its state and what it needs (and,
+    with ``full_scale``, the rows that need data or hardware this machine lacks)."""
+    lines = []
+    for row in table:
+        now = state(row, table, out, keys)
+        if now == "done" and (out / row.name / "report.json").is_file():
+            continue
+        record = record_of(row, out, keys[row.name]) or {}
+        why = {
+            "to run": f"not run yet: `python benchmarks/leaderboard.py {row.name}`",
+            "validated": "validated, waits for the rest of its sweep",
+            "to test": f"its sweep's choice, not tested yet: `python benchmarks/leaderboard.py {row.name}`",
+            "done": "validated only: neither its sweep's choice nor the paper's setting",
+        }[now]
+        score = record.get("validation_worst_case_acc")
+        validation = "" if score is None else f" (validation worst case {100 * score:.1f}%)"
+        lines.append(f"| `{row.name}` | {why}{validation} |")
+    if full_scale:
+        lines += [
+            f"| `{name}` | needs {needs}: `configs/experiments/{name}.yaml` (commands: its card) |"
+            for name, needs in FULL_SCALE.items()
+        ]
+    if not lines:
+        return ""
+    header = ["", "## Rows without a test score, and why", "", "| row | state |", "|---|---|"]
+    return "\n".join([*header, *lines, ""])
 
 
 def commit(paths: list[Path], message: str) -> None:

@@ -65,6 +65,7 @@ def test_smoke_benchmark_scores_both_rows_a_rerun_skips_them_and_the_weights_res
     assert "TotalVariationMinimization" in (out / "standard_tvm" / "eval.yaml").read_text()
     board = (out / "leaderboard.md").read_text()
     assert "| pgd_at | AdversarialTraining (SmallCNN) |" in board and "| standard |" in board
+    assert f"| `{UNTESTED}` | validated only: neither its sweep's choice nor the paper's setting" in board
     assert (out / "clean_vs_autoattack.png").read_bytes().startswith(b"\x89PNG")
     assert json.loads((out / "leaderboard.json").read_text())["headline"] == "autoattack_linf_0.3"
 
