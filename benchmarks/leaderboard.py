@@ -25,7 +25,9 @@ without training: ``lit-robust test --config config.yaml --config eval.yaml --mo
 weights.safetensors``) and ``row.json`` (the cache entry: the row's config key, the code version, the
 commands, timings, threads and versions). A re-run skips every row whose ``row.json`` has the same
 config key; a changed config retrains that row. After every row the leaderboard (``lit-robust compare``)
-is rewritten; ``--commit`` commits each finished row's folder at once, so a long run can stop anywhere.
+is rewritten; ``--commit`` commits each finished row's folder at once, so a long run can stop anywhere:
+Ctrl-C or SIGTERM (``pkill -f benchmarks/leaderboard.py``) stops the running command with it, and a
+re-run resumes (an interrupted fit from its ``last.ckpt``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -479,6 +482,12 @@ def unscored_section(table: list[Row], out: Path, keys: dict[str, str], full_sca
     return "\n".join([*header, *lines, ""])
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM exits like Ctrl-C: ``subprocess.run`` then kills the running command instead of leaving
+    it orphaned, still writing into a row's logs that the next run starts again."""
+    raise SystemExit(128 + signum)
+
+
 def commit(paths: list[Path], message: str) -> None:
     """``git add`` and commit only ``paths`` (anything else staged stays staged), retrying on a lock."""
     names = [str(path.relative_to(ROOT)) for path in paths if path.exists()]
@@ -507,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the rows and their state, run nothing")
     parser.add_argument("--commit", action="store_true", help="git-commit each row's results when done")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     table, default_out, default_runs = TABLES["smoke" if args.smoke else args.table]
     out, runs = (args.out or ROOT / default_out).resolve(), (args.runs or ROOT / default_runs).resolve()
     unknown = sorted(set(args.rows) - {row.name for row in table})
