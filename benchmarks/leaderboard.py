@@ -36,6 +36,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -45,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
@@ -229,13 +230,26 @@ def state(row: Row, table: list[Row], out: Path, keys: dict[str, str]) -> str:
 
 
 # ----------------------------------------------------------------------------------- running
-def run(command: list[str], log: Path) -> float:
-    """Run ``command`` in the repository root, appending its output to ``log``; seconds taken.
+class Timing(NamedTuple):
+    """A command's wall-clock seconds and its CPU seconds (user + system, its whole process tree):
+    ``cpu / wall`` is the cores it had, lower than its threads when another job shared them."""
+
+    wall: float
+    cpu: float
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(command: list[str], log: Path) -> Timing:
+    """Run ``command`` in the repository root, appending its output to ``log``; its timing.
 
     Raises:
         RuntimeError: the command failed (the message holds the end of its output).
     """
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), children_cpu_seconds()
     with open(log, "a") as file:
         file.write("\n$ " + " ".join(command) + "\n")
         file.flush()
@@ -243,7 +257,7 @@ def run(command: list[str], log: Path) -> float:
     if code:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise RuntimeError(f"exit code {code}: {' '.join(command[:2])} ...\n{tail}")
-    return time.perf_counter() - started
+    return Timing(time.perf_counter() - started, children_cpu_seconds() - cpu)
 
 
 def export_weights(checkpoint: Path, target: Path) -> dict[str, Any]:
@@ -268,9 +282,9 @@ def selection_score(log_dir: Path) -> float:
     return float(values[-1])
 
 
-def train(row: Row, runs: Path, out: Path, smoke: bool, log: Path) -> tuple[list[str], float]:
+def train(row: Row, runs: Path, out: Path, smoke: bool, log: Path) -> tuple[list[str], Timing]:
     """Train (or resume) ``row`` into ``<runs>/<row>/fit``, unless that fit is finished: its command
-    and the seconds it took now (0 when it was done before)."""
+    and its timing now (zeros when it was done before)."""
     work = runs / row.name
     stamp, done = work / "fit.key", work / "fit.done"  # the fit key the fit trains; it finished
     trained = fit_key(row, smoke)
@@ -279,9 +293,9 @@ def train(row: Row, runs: Path, out: Path, smoke: bool, log: Path) -> tuple[list
         done.unlink(missing_ok=True)
     stamp.write_text(trained)
     fit = fit_command(row, runs, out, smoke)
-    fit_seconds = run(fit, log) if not done.is_file() else 0.0
+    timing = run(fit, log) if not done.is_file() else Timing(0.0, 0.0)
     done.touch()
-    return fit, fit_seconds
+    return fit, timing
 
 
 def check_trained(row: Row, runs: Path, smoke: bool) -> None:
@@ -307,9 +321,9 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
     work.mkdir(parents=True, exist_ok=True)
     log = work / "commands.log"
     commands = {}
-    fit_seconds = 0.0
+    fit = Timing(0.0, 0.0)
     if row.scores is None:
-        commands["fit"], fit_seconds = train(row, runs, out, smoke, log)
+        commands["fit"], fit = train(row, runs, out, smoke, log)
     else:
         check_trained(row, runs, smoke)
     trained_by = runs / (row.scores or row.name)
@@ -341,7 +355,8 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
         "tested": False,
         "train_seconds": progress.get("train_seconds"),
         "global_step": progress.get("global_step"),
-        "fit_wall_seconds": round(fit_seconds, 1),
+        "fit_wall_seconds": round(fit.wall, 1),
+        "fit_cpu_seconds": round(fit.cpu, 1),  # over fit_wall_seconds: the cores the fit had
         "test_wall_seconds": None,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -373,14 +388,15 @@ def score_on_test(row: Row, runs: Path, out: Path, record: dict[str, Any]) -> di
         *logger_args(runs, row.name, "test"),
     )  # fmt: skip
     shutil.rmtree(work / "test", ignore_errors=True)
-    test_seconds = run(test, work / "commands.log")
+    timing = run(test, work / "commands.log")
     for name in ("report.json", "report.md"):
         shutil.copyfile(work / "test" / name, folder / name)
     record = {
         **record,
         "commands": {**record["commands"], "test": shown(test)},
         "tested": True,
-        "test_wall_seconds": round(test_seconds, 1),
+        "test_wall_seconds": round(timing.wall, 1),
+        "test_cpu_seconds": round(timing.cpu, 1),
     }
     if version != record["code_version"]:  # a sweep point validated by earlier code
         record["test_code_version"] = version

@@ -45,6 +45,7 @@ def test_smoke_benchmark_scores_both_rows_a_rerun_skips_them_and_the_weights_res
         record = json.loads((out / row / "row.json").read_text())
         assert record["commands"]["test"].startswith("lit-robust test --config ")
         assert record["threads"] >= 1 and record["versions"]["torch"] == torch.__version__.split("+")[0]
+        assert record["test_cpu_seconds"] > 0 and record["fit_cpu_seconds"] >= 0  # the cores each had
         report = json.loads((out / row / "report.json").read_text())
         assert report["run"]["completed"] and report["checkpoint_progress"]["train_seconds"] > 0
         assert "autoattack_linf_0.3" in report["robust_acc"]
