@@ -330,7 +330,7 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
     progress = export_weights(checkpoint_of(row, runs), folder / "weights.safetensors")
     shutil.copyfile(trained_by / "fit" / "config.yaml", folder / "config.yaml")
     (folder / "eval.yaml").write_text(yaml.safe_dump(eval_config(row, smoke), sort_keys=False))
-    for name in ("report.json", "report.md"):  # a sweep point's old report is not this config's
+    for name in ("report.json", "report.md"):  # an earlier config's report must not outlive a retrain
         (folder / name).unlink(missing_ok=True)
     score = None
     if row.group:
@@ -457,11 +457,10 @@ class Benchmark:
         reports = sorted(self.out.glob("*/report.json"))
         metrics = TABLE_METRICS.get(self.table_name, ())
         files = write_leaderboard(reports, self.out, headline=HEADLINE, metrics=metrics)
-        board = files["leaderboard"]
-        full_scale = self.table_name == "leaderboard" and not self.smoke
-        board.write_text(board.read_text() + unscored_section(self.table, self.out, self.keys, full_scale))
+        board, published = files["leaderboard"], self.table_name == "leaderboard" and not self.smoke
+        board.write_text(board.read_text() + unscored_section(self.table, self.out, self.keys, published))
         written = list(files.values())
-        if self.table_name == "leaderboard" and not self.smoke:  # the cards cite the leaderboard's results
+        if published:  # the cards cite the leaderboard's results
             written += update_cards(self.out)
         if self.commit:
             commit(
@@ -481,7 +480,7 @@ def unscored_section(table: list[Row], out: Path, keys: dict[str, str], full_sca
         why = {
             "to run": f"not run yet: `python benchmarks/leaderboard.py {row.name}`",
             "validated": "validated, waits for the rest of its sweep",
-            "to test": f"its sweep's choice, not tested yet: `python benchmarks/leaderboard.py {row.name}`",
+            "to test": f"validated, to be tested: `python benchmarks/leaderboard.py {row.name}`",
             "done": "validated only: neither its sweep's choice nor the paper's setting",
         }[now]
         score = record.get("validation_worst_case_acc")
