@@ -34,5 +34,8 @@ def test_ddp_fit_validate_and_test_equal_a_single_process_run(tmp_path):
         assert expected <= set(single), sorted(single)
     assert sorted(distributed) == sorted(single)
     for name, value in single.items():
+        if "/attack_seconds/" in name:  # a clock, summed over both processes: only its presence is equal
+            assert distributed[name] > 0 and value > 0, name
+            continue
         assert distributed[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
     assert 0 < single["test/acc"] < 1  # an imperfect model: a double-counted sample would show
