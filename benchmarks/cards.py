@@ -196,6 +196,9 @@ def readme_block(results: Path = RESULTS) -> str:
             cost,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    notes = "; ".join(f"`{row['name']}`: {row['note']}" for row in rows if row.get("note"))
+    if notes:
+        lines += ["", f"Notes: {notes}."]
     records = [json.loads(path.read_text()) for path in results.glob("*/row.json")]
     untested = sum(
         1 for record in records if not record.get("tested", True) and record.get("selected") is False
