@@ -3,6 +3,7 @@
     python benchmarks/leaderboard.py                 # every row of benchmarks/leaderboard_rows.py, in order
     python benchmarks/leaderboard.py pgd_at trades   # only these rows
     python benchmarks/leaderboard.py --list          # rows and their state
+    python benchmarks/leaderboard.py --validate-only # train and validate every sweep point, test nothing
     python benchmarks/leaderboard.py --smoke --out /tmp/lb   # two rows, tiny budgets (the test suite runs it)
 
 Each row is three ``lit-robust`` commands, printed and logged as they run (the exact commands behind
@@ -452,20 +453,22 @@ class Benchmark:
 
     def refresh(self, row: Row) -> None:
         """Mark the sweeps' selected points; rewrite the leaderboard (and, for the leaderboard table,
-        the cards and the README block); commit them with ``row``'s folder if ``commit``."""
+        the cards and the README block); commit them with ``row``'s folder (its sweep's) if ``commit``."""
         mark_selected(self.table, self.out, self.keys)
         reports = sorted(self.out.glob("*/report.json"))
         metrics = TABLE_METRICS.get(self.table_name, ())
-        files = write_leaderboard(reports, self.out, headline=HEADLINE, metrics=metrics)
-        board, published = files["leaderboard"], self.table_name == "leaderboard" and not self.smoke
-        board.write_text(board.read_text() + unscored_section(self.table, self.out, self.keys, published))
-        written = list(files.values())
+        published = self.table_name == "leaderboard" and not self.smoke
+        written = []
+        if reports:  # none yet after --validate-only
+            files = write_leaderboard(reports, self.out, headline=HEADLINE, metrics=metrics)
+            board = files["leaderboard"]
+            board.write_text(board.read_text() + unscored_section(self.table, self.out, self.keys, published))
+            written = list(files.values())
         if published:  # the cards cite the leaderboard's results
             written += update_cards(self.out)
-        if self.commit:
-            commit(
-                [self.out / row.name, *written], f"Leaderboard row {row.name} (config {self.keys[row.name]})"
-            )
+        if self.commit:  # a sweep's points all: marking the chosen one rewrites every point's row.json
+            folders = [self.out / point.name for point in sweeps(self.table).get(row.group, [row])]
+            commit([*folders, *written], f"Leaderboard row {row.name} (config {self.keys[row.name]})")
 
 
 def unscored_section(table: list[Row], out: Path, keys: dict[str, str], full_scale: bool) -> str:
@@ -530,6 +533,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--list", action="store_true", help="print the rows and their state, run nothing")
     parser.add_argument("--commit", action="store_true", help="git-commit each row's results when done")
+    parser.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="only train and validate sweep points (minutes each); a later run tests the chosen ones",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     table, default_out, default_runs = TABLES["smoke" if args.smoke else args.table]
@@ -547,13 +555,15 @@ def main(argv: list[str] | None = None) -> int:
     for index, row in enumerate(chosen, 1):
         prefix = f"[{index}/{len(chosen)}] {row.name}"
         now = state(row, table, out, keys)
+        if args.validate_only and row.group is None:
+            continue
         if now == "to run":
             bench.attempt(prefix, row, partial(run_row, row, runs, out, args.smoke, keys[row.name]))
         else:
             done = "finished" if now == "done" else "validated"  # a sweep point its sweep may test next
             print(f"{prefix}: {done} earlier (config key {keys[row.name]}), skipped", flush=True)
         for point in sweeps(chosen).get(row.group, []):  # its sweep's chosen points, once all validated
-            if state(point, table, out, keys) == "to test":
+            if not args.validate_only and state(point, table, out, keys) == "to test":
                 record = record_of(point, out, keys[point.name])
                 bench.attempt(
                     f"{prefix}: test {point.name}", point, partial(score_on_test, point, runs, out, record)

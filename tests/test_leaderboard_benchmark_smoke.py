@@ -1,7 +1,7 @@
 """``benchmarks/leaderboard.py --smoke``: two rows trained, scored and compared end to end, an
 evaluation-only row that scores the first row's network with TVM in front, and a two-point weight sweep
-whose chosen point alone is scored on test; a re-run skips them; the committed weights re-score to the
-same numbers without training.
+(validated first by ``--validate-only``) whose chosen point alone is scored on test; a re-run skips
+them; the committed weights re-score to the same numbers without training.
 
 The script runs as a subprocess (tests never import ``benchmarks/``).
 """
@@ -37,8 +37,11 @@ def run_benchmark(tmp_path: Path, *extra: str) -> str:
 
 @pytest.mark.slow
 def test_smoke_benchmark_scores_both_rows_a_rerun_skips_them_and_the_weights_rescore(tmp_path, monkeypatch):
-    first = run_benchmark(tmp_path)
     out = tmp_path / "out"
+    validated = run_benchmark(tmp_path, "--validate-only")  # the sweep's points alone, no test
+    assert sorted(p.name for p in out.iterdir() if (p / "row.json").is_file()) == [UNTESTED, ROWS[-1]]
+    assert not list(out.glob("*/report.json")) and "standard" not in validated
+    first = run_benchmark(tmp_path)
     for row in ROWS:
         assert f"{row}: done" in first
         assert sorted(p.name for p in (out / row).iterdir()) == sorted(FILES)
