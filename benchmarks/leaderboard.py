@@ -4,7 +4,7 @@
     python benchmarks/leaderboard.py pgd_at trades   # only these rows
     python benchmarks/leaderboard.py --list          # rows and their state
     python benchmarks/leaderboard.py --validate-only # train and validate every sweep point, test nothing
-    python benchmarks/leaderboard.py --smoke --out /tmp/lb   # two rows, tiny budgets (the test suite runs it)
+    python benchmarks/leaderboard.py --smoke --out /tmp/lb   # five tiny rows (the test suite runs it)
 
 Each row is three ``lit-robust`` commands, printed and logged as they run (the exact commands behind
 its numbers, also kept in its ``row.json``):
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("rows", nargs="*", help="row names (default: all, in order)")
     parser.add_argument("--out", type=Path, help="results (default benchmarks/results/mnist_sample)")
     parser.add_argument("--runs", type=Path, default=None, help="training logs (default runs/leaderboard)")
-    parser.add_argument("--smoke", action="store_true", help="two rows on tiny budgets")
+    parser.add_argument("--smoke", action="store_true", help="the smoke table (five rows) on tiny budgets")
     parser.add_argument(
         "--table",
         choices=list(TABLES),
