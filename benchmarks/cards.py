@@ -96,11 +96,18 @@ def row_cells(name: str, results: Path = RESULTS) -> list[str] | None:
     ]
 
 
+def sweep_points(card: str) -> list[str]:
+    """The card's rows that are points of a weight sweep (any sweep: the flow-gradient card cites the
+    input-gradient sweep too)."""
+    points = {name for names in SWEEP.values() for name in names}
+    return [name for name in CARD_ROWS[card] if name in points]
+
+
 def sweep_lines(card: str, results: Path = RESULTS) -> list[str]:
-    """The card's weight sweep: each point's validation worst case, which one was chosen, and which
+    """The card's weight sweeps: each point's validation worst case, which one was chosen, and which
     were scored on test (the chosen point and the paper's setting); ``[]`` without a validated point."""
     records = {}
-    for name in SWEEP.get(card, []):
+    for name in sweep_points(card):
         path = results / name / "row.json"
         if path.is_file():
             records[name] = json.loads(path.read_text())
@@ -108,8 +115,8 @@ def sweep_lines(card: str, results: Path = RESULTS) -> list[str]:
         return []
     lines = [
         "",
-        "Weight sweep, chosen on the 400 validation digits by the APGD-CE + APGD-T worst case at Linf 0.3 "
-        "(never on test); only the chosen point and the paper's setting are scored on test:",
+        "Weight sweeps: each sweep's point is chosen on the 400 validation digits by the APGD-CE + APGD-T "
+        "worst case at Linf 0.3 (never on test); only that point and the paper's setting are scored on test:",
         "",
         "| point | validation worst case | chosen | paper's setting | scored on test |",
         "|---|---|---|---|---|",
@@ -132,10 +139,7 @@ def numbers_block(card: str, results: Path = RESULTS) -> str:
     for name in CARD_ROWS[card]:
         cells = row_cells(name, results)
         if cells is None:
-            if (
-                not any(name in points for points in SWEEP.values())
-                or not (results / name / "row.json").is_file()
-            ):
+            if name not in sweep_points(card) or not (results / name / "row.json").is_file():
                 missing.append(name)  # a validated sweep point is in sweep_lines
         else:
             lines.append("| " + " | ".join(cells) + " |")
