@@ -262,12 +262,14 @@ def run(command: list[str], log: Path) -> Timing:
 
 
 def export_weights(checkpoint: Path, target: Path) -> dict[str, Any]:
-    """The network's state dict of ``checkpoint`` as ``target`` (.safetensors); its training progress."""
+    """The network's state dict of ``checkpoint`` as ``target`` (.safetensors, with the checkpoint's
+    training progress in its metadata: scored from ``target``, a row reports what it cost); that progress."""
     state = load_file(checkpoint, "checkpoint")
     prefix = "network."
     weights = {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    save_safetensors(weights, target)
-    return state.get("training_progress") or {}
+    progress = state.get("training_progress") or {}
+    save_safetensors(weights, target, progress)
+    return progress
 
 
 def selection_score(log_dir: Path) -> float:
@@ -379,15 +381,18 @@ def write_record(folder: Path, record: dict[str, Any]) -> None:
 
 
 def score_on_test(row: Row, runs: Path, out: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Run ``row``'s ``test`` (its protocol, on its exported folder's configs); copy the report into
-    its folder; its ``row.json`` updated (``tested``, the test command, seconds and code version)."""
+    """Run ``row``'s ``test`` on its results folder alone (its configs and its exported weights: the
+    command anyone can rerun from a clone, and a validated sweep point is tested without its fit);
+    copy the report into the folder; its ``row.json`` updated (``tested``, the test command, seconds
+    and code version)."""
     folder, work = out / row.name, runs / row.name
     version = code_version()
     test = lit_robust(
         "test", *config_args(relative(folder / "config.yaml"), relative(folder / "eval.yaml")),
-        f"--ckpt_path={relative(checkpoint_of(row, runs))}",
+        f"--model.init_args.init_from={relative(folder / 'weights.safetensors')}",
         *logger_args(runs, row.name, "test"),
     )  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work / "test", ignore_errors=True)
     timing = run(test, work / "commands.log")
     for name in ("report.json", "report.md"):
@@ -562,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             done = "finished" if now == "done" else "validated"  # a sweep point its sweep may test next
             print(f"{prefix}: {done} earlier (config key {keys[row.name]}), skipped", flush=True)
-        for point in sweeps(chosen).get(row.group, []):  # its sweep's chosen points, once all validated
+        last_of_sweep = row is sweeps(chosen).get(row.group, [row])[-1]
+        for point in sweeps(chosen).get(row.group, []) if last_of_sweep else []:  # its chosen points
             if not args.validate_only and state(point, table, out, keys) == "to test":
                 record = record_of(point, out, keys[point.name])
                 bench.attempt(

@@ -6,7 +6,8 @@ goes through :func:`load_file`, which always passes ``weights_only=True`` (whate
 default is: before torch 2.6 it unpickles anything). Tensors, dicts, lists, tuples, strings and
 numbers load; a file that needs anything more is refused with :class:`UnsafeFileError`, naming the
 file and the object it asked for. ``.safetensors`` files (tensors only, by construction) load too:
-:func:`save_safetensors` writes the network weights the benchmark commits.
+:func:`save_safetensors` writes the network weights the benchmark commits, with the training
+progress of the checkpoint they came from in the file's metadata (:func:`recorded_progress`).
 
 :class:`lit_robust.defenses.checkpoint_io.SafeCheckpointIO` is the same loader as a Lightning
 checkpoint plugin; every ``RobustClassifier`` installs it on its Trainer (replacing only Lightning's
@@ -16,6 +17,7 @@ user who trusts a file and wants it unpickled says so explicitly: ``trainer.fit(
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from collections.abc import Mapping
@@ -81,10 +83,28 @@ def load_safetensors(path: Path, what: str = "file") -> dict[str, Tensor]:
         raise ValueError(f"{what}: {str(path)!r} is not a readable .safetensors file ({error})") from None
 
 
-def save_safetensors(state: Mapping[str, Tensor], path: str | Path) -> Path:
+PROGRESS_KEY = "training_progress"  # the .safetensors metadata entry: JSON of a checkpoint's progress
+
+
+def save_safetensors(
+    state: Mapping[str, Tensor], path: str | Path, progress: Mapping[str, Any] | None = None
+) -> Path:
     """Write the state dict ``state`` as ``path`` (``.safetensors``): contiguous CPU copies, shared
-    storage cloned (the format refuses aliased tensors)."""
+    storage cloned (the format refuses aliased tensors). ``progress``, a checkpoint's
+    ``training_progress`` (epochs, steps, training seconds), is stored as JSON in the metadata."""
     path = Path(path)
     tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state.items()}
-    safetensors.torch.save_file(tensors, str(path))
+    metadata = None if progress is None else {PROGRESS_KEY: json.dumps(dict(progress), sort_keys=True)}
+    safetensors.torch.save_file(tensors, str(path), metadata=metadata)
     return path
+
+
+def recorded_progress(path: str | Path) -> dict[str, Any] | None:
+    """The training progress :func:`save_safetensors` stored in the ``.safetensors`` file ``path``
+    (``None`` for another format or a file without it), read from the header alone."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        text = (handle.metadata() or {}).get(PROGRESS_KEY)
+    return None if text is None else json.loads(text)

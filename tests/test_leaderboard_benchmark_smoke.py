@@ -1,7 +1,8 @@
 """``benchmarks/leaderboard.py --smoke``: two rows trained, scored and compared end to end, an
 evaluation-only row that scores the first row's network with TVM in front, and a two-point weight sweep
-(validated first by ``--validate-only``) whose chosen point alone is scored on test; a re-run skips
-them; the committed weights re-score to the same numbers without training.
+(validated first by ``--validate-only``) whose chosen point alone is scored on test, from its results
+folder alone (as in a fresh clone, which has no fit); a re-run skips them; the committed weights
+re-score to the same numbers without training.
 
 The script runs as a subprocess (tests never import ``benchmarks/``).
 """
@@ -9,6 +10,7 @@ The script runs as a subprocess (tests never import ``benchmarks/``).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,12 +43,15 @@ def test_smoke_benchmark_scores_both_rows_a_rerun_skips_them_and_the_weights_res
     validated = run_benchmark(tmp_path, "--validate-only")  # the sweep's points alone, no test
     assert sorted(p.name for p in out.iterdir() if (p / "row.json").is_file()) == [UNTESTED, ROWS[-1]]
     assert not list(out.glob("*/report.json")) and "standard" not in validated
+    shutil.rmtree(tmp_path / "runs" / ROWS[-1])  # a clone has the results folder, not the fit
     first = run_benchmark(tmp_path)
     for row in ROWS:
         assert f"{row}: done" in first
         assert sorted(p.name for p in (out / row).iterdir()) == sorted(FILES)
         record = json.loads((out / row / "row.json").read_text())
-        assert record["commands"]["test"].startswith("lit-robust test --config ")
+        test = record["commands"]["test"]  # scores the folder's weights: anyone can rerun it from a clone
+        assert test.startswith("lit-robust test --config ")
+        assert f"--model.init_args.init_from={out / row / 'weights.safetensors'}" in test
         assert record["threads"] >= 1 and record["versions"]["torch"] == torch.__version__.split("+")[0]
         assert record["test_cpu_seconds"] > 0 and record["fit_cpu_seconds"] >= 0  # the cores each had
         report = json.loads((out / row / "report.json").read_text())
@@ -94,3 +99,4 @@ def check_rescore(row: Path, log_dir: Path, monkeypatch) -> None:
     rescored = json.loads(next(log_dir.rglob("report.json")).read_text())
     assert rescored["clean_acc"] == scored["clean_acc"]
     assert rescored["robust_acc"] == scored["robust_acc"]
+    assert rescored["checkpoint_progress"] == scored["checkpoint_progress"]  # the weights' metadata

@@ -19,7 +19,7 @@ from lit_robust.cli import LitRobustCLI, main
 from lit_robust.defenses import StandardTraining
 from lit_robust.defenses.base import load_network_state
 from lit_robust.defenses.checkpoint_io import SafeCheckpointIO
-from lit_robust.loading import UnsafeFileError, load_file, save_safetensors
+from lit_robust.loading import UnsafeFileError, load_file, recorded_progress, save_safetensors
 from tests.helpers import CONFIGS, config_args, quick_trainer, tiny_cnn, tiny_data
 
 BASE = [CONFIGS / "data" / "synthetic.yaml", CONFIGS / "model" / "standard.yaml"]
@@ -163,3 +163,16 @@ def test_safetensors_weights_round_trip_into_init_from(tmp_path):
     broken.write_bytes(path.read_bytes()[:50])
     with pytest.raises(ValueError, match="broken.safetensors' is not a readable .safetensors file"):
         load_file(broken, "init_from")
+
+
+def test_exported_weights_carry_their_training_progress_in_the_metadata(tmp_path):
+    """The benchmark's exported weights keep their checkpoint's ``training_progress`` (what a report
+    scored from them shows); files without it, or of another format, have none."""
+    progress = {"epochs_completed": 3, "max_epochs": 3, "global_step": 87, "train_seconds": 12.5}
+    weights = tiny_cnn(seed=1).state_dict()
+    with_progress = save_safetensors(weights, tmp_path / "with.safetensors", progress)
+    assert recorded_progress(with_progress) == progress
+    assert load_file(with_progress).keys() == weights.keys()  # the metadata is not a tensor
+    assert recorded_progress(save_safetensors(weights, tmp_path / "without.safetensors")) is None
+    torch.save(weights, tmp_path / "weights.pt")
+    assert recorded_progress(tmp_path / "weights.pt") is None

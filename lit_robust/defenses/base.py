@@ -63,7 +63,7 @@ from lit_robust.finite import (
     describe_terms,
     non_finite_terms,
 )
-from lit_robust.loading import load_file, refusal
+from lit_robust.loading import load_file, recorded_progress, refusal
 from lit_robust.models.modes import eval_mode
 from lit_robust.models.normalize import Normalize
 from lit_robust.rng_state import capture_rng_states, restore_rng_states
@@ -332,9 +332,13 @@ class RobustClassifier(L.LightningModule):
         self._load_init_from()
 
     def _load_init_from(self) -> None:
-        """Load ``init_from`` once, after any checkpoint restore, and never over restored weights."""
+        """Load ``init_from`` once, after any checkpoint restore, and never over restored weights.
+        Scored rather than trained (test, validate, predict), an exported ``.safetensors`` network
+        reports the training progress recorded with it, as its checkpoint would have."""
         if self.init_from and not self._weights_restored:
             self.load_network_weights(self.init_from)
+            if self._trainer is not None and self.trainer.state.fn != "fit":
+                self.checkpoint_progress = recorded_progress(self.init_from)
 
     def load_network_weights(self, path: str | Path) -> None:
         """Load the network weights of ``path`` (see ``init_from``) into ``self.network``."""
