@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
 from leaderboard_rows import ROWS
 
 from lit_robust.leaderboard import find_reports, leaderboard_rows, load_runs
@@ -27,6 +28,8 @@ BEGIN, END = "<!-- numbers:begin -->", "<!-- numbers:end -->"
 README = ROOT / "README.md"
 README_BEGIN, README_END = "<!-- leaderboard:begin -->", "<!-- leaderboard:end -->"
 HEADLINE = "autoattack_linf_0.3"
+SELECTION = ROOT / "benchmarks" / "leaderboard" / "select.yaml"  # how a sweep's point is chosen
+VALIDATION_DIGITS = yaml.safe_load(SELECTION.read_text())["robustness"]["num_samples"]
 
 # card -> the leaderboard rows it cites (benchmarks/leaderboard_rows.py)
 SWEEP = {
@@ -66,6 +69,11 @@ COLUMNS = {  # header -> robust_acc key
     "AutoAttack L2 2.0 (200)": "autoattack_l2_2",
     "flow-PGD 0.5 px (200)": "flow_pgd_0.5px",
 }
+
+
+def digits_of(accuracy: float) -> str:
+    """A validation accuracy as ``1.25% (5 of 400)``: the digits it rests on."""
+    return f"{100 * accuracy:.2f}% ({round(accuracy * VALIDATION_DIGITS)} of {VALIDATION_DIGITS})"
 
 
 def percent(value: float | None) -> str:
@@ -115,8 +123,11 @@ def sweep_lines(card: str, results: Path = RESULTS) -> list[str]:
         return []
     lines = [
         "",
-        "Weight sweeps: each sweep's point is chosen on the 400 validation digits by the APGD-CE + APGD-T "
-        "worst case at Linf 0.3 (never on test); only that point and the paper's setting are scored on test:",
+        f"Weight sweeps: each sweep's point is chosen on the {VALIDATION_DIGITS} validation digits by the "
+        "APGD-CE + APGD-T worst case at Linf 0.3 (never on test); only that point and the paper's setting "
+        f"are scored on test. One digit is {100 / VALIDATION_DIGITS:.2f} points, and at 1% the binomial "
+        f"standard error is {100 * (0.01 * 0.99 / VALIDATION_DIGITS) ** 0.5:.1f} points: a choice between "
+        "points a few digits apart is within noise.",
         "",
         "| point | validation worst case | chosen | paper's setting | scored on test |",
         "|---|---|---|---|---|",
@@ -126,7 +137,7 @@ def sweep_lines(card: str, results: Path = RESULTS) -> list[str]:
         paper = "yes" if "paper_setting" in record.get("tags", []) else "no"
         tested = "yes" if record.get("tested", True) else "no"
         lines.append(
-            f"| `{name}` | {percent(record['validation_worst_case_acc'])} | {chosen} | {paper} | {tested} |"
+            f"| `{name}` | {digits_of(record['validation_worst_case_acc'])} | {chosen} | {paper} | {tested} |"
         )
     return lines
 
