@@ -82,10 +82,17 @@ def weights_scored(model: L.LightningModule, checkpoint: str | None) -> str | No
 
 def training_settings(model: L.LightningModule) -> dict[str, Any]:
     """What the evaluated model was trained with, as far as the model knows: its class, its plain
-    hyperparameters (``lam``, ``beta``, ...), the training attack and TRADES' beta."""
+    hyperparameters (``lam``, ``beta``, ...), the training attack and TRADES' beta. Not among them:
+    LightningCLI's bookkeeping (``_class_path``, ...) and an ``init_from`` that names the weights
+    scored rather than a network training started from (the report's ``weights`` names it)."""
     adversary = getattr(model, "adversary", None)
     plain = (bool, int, float, str, type(None))
-    hyperparameters = {k: v for k, v in getattr(model, "hparams", {}).items() if isinstance(v, plain)}
+    hidden = {"init_from"} if getattr(model, "init_from_scored", False) else set()
+    hyperparameters = {
+        k: v
+        for k, v in getattr(model, "hparams", {}).items()
+        if isinstance(v, plain) and not k.startswith("_") and k not in hidden
+    }
     return {
         "defense": type(model).__name__,
         "network": type(getattr(model, "network", model)).__name__,

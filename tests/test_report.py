@@ -74,6 +74,10 @@ def test_the_report_names_the_weights_and_how_the_model_was_trained():
     assert training_text(training).startswith("AdversarialTraining, adversary `pgd_linf_0.3`")
     assert weights_scored(model, None) == "w.pt (init_from)" and weights_scored(model, "a.ckpt") == "a.ckpt"
     json.dumps(training)  # plain values only
+    assert training["hyperparameters"]["init_from"] == "w.pt"  # trained from it: a training setting
+    model.hparams["_class_path"] = "lit_robust.defenses.AdversarialTraining"  # LightningCLI's bookkeeping
+    model.init_from_scored = True  # what a test stage sets when it loads init_from to score it
+    assert not {"init_from", "_class_path"} & set(training_settings(model)["hyperparameters"])
 
 
 def test_a_report_of_several_budgets_keeps_a_worst_case_per_budget():

@@ -165,6 +165,22 @@ def test_safetensors_weights_round_trip_into_init_from(tmp_path):
         load_file(broken, "init_from")
 
 
+def test_scored_from_exported_weights_a_model_reports_their_training_progress(tmp_path):
+    """``test`` with ``init_from`` an exported file scores its weights and takes the training progress
+    recorded with them (as a checkpoint would give); ``fit`` from the same file trains from it and
+    keeps no progress of the source's."""
+    progress = {"epochs_completed": 2, "max_epochs": 2, "global_step": 8, "train_seconds": 1.5}
+    trained = tiny_cnn(seed=1)
+    path = save_safetensors(trained.state_dict(), tmp_path / "weights.safetensors", progress)
+    scored = StandardTraining(network=tiny_cnn(seed=2), num_classes=4, init_from=str(path))
+    quick_trainer(tmp_path, limit_test_batches=1).test(scored, datamodule=tiny_data())
+    assert scored.checkpoint_progress == progress and scored.init_from_scored
+    assert torch.equal(scored.network[1].weight, trained[1].weight)
+    tuned = StandardTraining(network=tiny_cnn(seed=2), num_classes=4, init_from=str(path))
+    quick_trainer(tmp_path).fit(tuned, datamodule=tiny_data())
+    assert tuned.checkpoint_progress is None and not tuned.init_from_scored
+
+
 def test_exported_weights_carry_their_training_progress_in_the_metadata(tmp_path):
     """The benchmark's exported weights keep their checkpoint's ``training_progress`` (what a report
     scored from them shows); files without it, or of another format, have none."""

@@ -161,6 +161,7 @@ class RobustClassifier(L.LightningModule):
         self._diagnostics: dict[str, Tensor] = {}
         self._weights_restored = False  # set once init_from is loaded or a checkpoint restored
         self.checkpoint_progress: dict[str, Any] | None = None  # of the restored checkpoint, if any
+        self.init_from_scored = False  # init_from loaded to be scored, not trained from (report: Weights)
         self.train_seconds = 0.0  # wall-clock of the training steps so far (resumed runs continue it)
         self._step_started: float | None = None
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -339,6 +340,7 @@ class RobustClassifier(L.LightningModule):
             self.load_network_weights(self.init_from)
             if self._trainer is not None and self.trainer.state.fn != "fit":
                 self.checkpoint_progress = recorded_progress(self.init_from)
+                self.init_from_scored = True
 
     def load_network_weights(self, path: str | Path) -> None:
         """Load the network weights of ``path`` (see ``init_from``) into ``self.network``."""
