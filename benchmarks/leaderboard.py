@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -272,6 +273,13 @@ def export_weights(checkpoint: Path, target: Path) -> dict[str, Any]:
     return progress
 
 
+def export_config(fit_config: Path, target: Path) -> None:
+    """The fit's ``config.yaml`` as ``target`` with ``ckpt_path: null``: a resumed fit's config keeps
+    the checkpoint it resumed from, which a clone lacks and which would win over ``init_from``."""
+    text = re.sub(r"^ckpt_path: .*$", "ckpt_path: null", fit_config.read_text(), flags=re.MULTILINE)
+    target.write_text(text)
+
+
 def selection_score(log_dir: Path) -> float:
     """The last ``val/worst_case_acc`` the selection run logged under ``log_dir``."""
     values = []
@@ -331,7 +339,7 @@ def run_row(row: Row, runs: Path, out: Path, smoke: bool, key: str) -> dict[str,
         check_trained(row, runs, smoke)
     trained_by = runs / (row.scores or row.name)
     progress = export_weights(checkpoint_of(row, runs), folder / "weights.safetensors")
-    shutil.copyfile(trained_by / "fit" / "config.yaml", folder / "config.yaml")
+    export_config(trained_by / "fit" / "config.yaml", folder / "config.yaml")
     (folder / "eval.yaml").write_text(yaml.safe_dump(eval_config(row, smoke), sort_keys=False))
     for name in ("report.json", "report.md"):  # an earlier config's report must not outlive a retrain
         (folder / name).unlink(missing_ok=True)

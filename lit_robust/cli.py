@@ -144,7 +144,10 @@ class LitRobustCLI(LightningCLI):
         if config["ckpt_path"] == "last":
             config["ckpt_path"] = str(latest_last_checkpoint(logger_folder(config)))
         if not Path(config["ckpt_path"]).is_file():
-            raise FileNotFoundError(f"--ckpt_path: no checkpoint at {config['ckpt_path']!r}")
+            raise FileNotFoundError(
+                f"--ckpt_path: no checkpoint at {config['ckpt_path']!r} (a --config file's 'ckpt_path:' "
+                "counts too, e.g. a resumed fit's config.yaml; --ckpt_path=null scores init_from instead)"
+            )
         try:
             super()._parse_ckpt_path()
         except pickle.UnpicklingError as error:

@@ -127,6 +127,18 @@ def test_bad_eps_is_a_clear_error(eps):
         LitRobustCLI(args=args, run=False)
 
 
+def test_a_config_files_stale_ckpt_path_is_a_clear_error(tmp_path, capsys):
+    """A resumed fit's ``config.yaml`` keeps the ``ckpt_path`` it resumed from; scored elsewhere (a clone
+    without that file), the error says where the path came from and how to score ``init_from``."""
+    stale = tmp_path / "config.yaml"
+    stale.write_text("ckpt_path: runs/gone/fit/checkpoints/last.ckpt\n")
+    with pytest.raises(SystemExit):
+        main(["test", *config_args(CONFIGS / "quickstart.yaml", stale)])
+    err = capsys.readouterr().err
+    assert "no checkpoint at 'runs/gone/fit/checkpoints/last.ckpt'" in err
+    assert "a --config file's 'ckpt_path:' counts too" in err and "--ckpt_path=null" in err
+
+
 def test_missing_data_directory_is_one_line_and_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = [

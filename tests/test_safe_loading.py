@@ -181,6 +181,22 @@ def test_scored_from_exported_weights_a_model_reports_their_training_progress(tm
     assert tuned.checkpoint_progress is None and not tuned.init_from_scored
 
 
+def test_a_restored_checkpoint_wins_over_init_from_and_says_so(tmp_path):
+    """A ``ckpt_path`` (a resumed fit's ``config.yaml`` keeps one) is restored and scored; the
+    ``init_from`` it overrides is not loaded, and a test run says so instead of staying silent."""
+    trained = StandardTraining(network=tiny_cnn(seed=1), num_classes=4)
+    trainer = quick_trainer(tmp_path)
+    trainer.fit(trained, datamodule=tiny_data())
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    other = save_safetensors(tiny_cnn(seed=2).state_dict(), tmp_path / "other.safetensors")
+    scored = StandardTraining(network=tiny_cnn(seed=3), num_classes=4, init_from=str(other))
+    with pytest.warns(UserWarning, match="other.safetensors' is not loaded: a checkpoint was restored"):
+        quick_trainer(tmp_path, limit_test_batches=1).test(
+            scored, datamodule=tiny_data(), ckpt_path=tmp_path / "last.ckpt"
+        )
+    assert torch.equal(scored.network[1].weight, trained.network[1].weight)
+
+
 def test_exported_weights_carry_their_training_progress_in_the_metadata(tmp_path):
     """The benchmark's exported weights keep their checkpoint's ``training_progress`` (what a report
     scored from them shows); files without it, or of another format, have none."""

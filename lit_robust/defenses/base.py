@@ -162,6 +162,8 @@ class RobustClassifier(L.LightningModule):
         self._weights_restored = False  # set once init_from is loaded or a checkpoint restored
         self.checkpoint_progress: dict[str, Any] | None = None  # of the restored checkpoint, if any
         self.init_from_scored = False  # init_from loaded to be scored, not trained from (report: Weights)
+        self._checkpoint_restored = False  # Lightning restored a checkpoint (ckpt_path) into this model
+        self._warned_init_from = False
         self.train_seconds = 0.0  # wall-clock of the training steps so far (resumed runs continue it)
         self._step_started: float | None = None
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -336,11 +338,20 @@ class RobustClassifier(L.LightningModule):
         """Load ``init_from`` once, after any checkpoint restore, and never over restored weights.
         Scored rather than trained (test, validate, predict), an exported ``.safetensors`` network
         reports the training progress recorded with it, as its checkpoint would have."""
+        scoring = self._trainer is not None and self.trainer.state.fn != "fit"
         if self.init_from and not self._weights_restored:
             self.load_network_weights(self.init_from)
-            if self._trainer is not None and self.trainer.state.fn != "fit":
+            if scoring:
                 self.checkpoint_progress = recorded_progress(self.init_from)
                 self.init_from_scored = True
+        elif self.init_from and scoring and self._checkpoint_restored and not self._warned_init_from:
+            self._warned_init_from = True  # a fit's config.yaml keeps the ckpt_path a resumed fit had
+            warnings.warn(
+                f"init_from {self.init_from!r} is not loaded: a checkpoint was restored by ckpt_path (given "
+                "on the command line, or as 'ckpt_path:' in a --config file such as a resumed fit's "
+                "config.yaml), and its weights are scored. Pass --ckpt_path=null to score init_from.",
+                stacklevel=2,
+            )
 
     def load_network_weights(self, path: str | Path) -> None:
         """Load the network weights of ``path`` (see ``init_from``) into ``self.network``."""
@@ -374,7 +385,7 @@ class RobustClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The checkpoint's weights win (``init_from`` is not loaded over them); when ``fit``
         resumes, the random streams continue where the checkpointed run left them."""
-        self._weights_restored = True
+        self._weights_restored = self._checkpoint_restored = True
         self.checkpoint_progress = checkpoint.get("training_progress")
         self.train_seconds = float((self.checkpoint_progress or {}).get("train_seconds", 0.0))
         states = checkpoint.get("rng_states")
