@@ -464,6 +464,14 @@ class Benchmark:
         print(f"{label}: done in {minutes:.1f} min ({timing}; {total:.1f} min so far)", flush=True)
         self.refresh(row)
 
+    @property
+    def rerun_command(self) -> str:
+        """The command that runs one of this table's rows, its name appended."""
+        if self.smoke:
+            return "python benchmarks/leaderboard.py --smoke"
+        table = "" if self.table_name == "leaderboard" else f" --table {self.table_name}"
+        return f"python benchmarks/leaderboard.py{table}"
+
     def refresh(self, row: Row) -> None:
         """Mark the sweeps' selected points; rewrite the leaderboard (and, for the leaderboard table,
         the cards and the README block); commit them with ``row``'s folder (its sweep's) if ``commit``."""
@@ -475,7 +483,8 @@ class Benchmark:
         if reports:  # none yet after --validate-only
             files = write_leaderboard(reports, self.out, headline=HEADLINE, metrics=metrics)
             board = files["leaderboard"]
-            board.write_text(board.read_text() + unscored_section(self.table, self.out, self.keys, published))
+            unscored = unscored_section(self.table, self.out, self.keys, published, self.rerun_command)
+            board.write_text(board.read_text() + unscored)
             written = list(files.values())
         if published:  # the cards cite the leaderboard's results
             written += update_cards(self.out)
@@ -484,9 +493,12 @@ class Benchmark:
             commit([*folders, *written], f"Leaderboard row {row.name} (config {self.keys[row.name]})")
 
 
-def unscored_section(table: list[Row], out: Path, keys: dict[str, str], full_scale: bool) -> str:
-    """Markdown: every row of ``table`` without a test report yet, its state and what it needs (and,
-    with ``full_scale``, the rows that need data or hardware this machine lacks)."""
+def unscored_section(
+    table: list[Row], out: Path, keys: dict[str, str], full_scale: bool, command: str
+) -> str:
+    """Markdown: every row of ``table`` without a test report yet, its state and the ``command`` (plus
+    the row's name) that runs it (and, with ``full_scale``, the rows that need data or hardware this
+    machine lacks)."""
     lines = []
     for row in table:
         now = state(row, table, out, keys)
@@ -494,9 +506,9 @@ def unscored_section(table: list[Row], out: Path, keys: dict[str, str], full_sca
             continue
         record = record_of(row, out, keys[row.name]) or {}
         why = {
-            "to run": f"not run yet: `python benchmarks/leaderboard.py {row.name}`",
+            "to run": f"not run yet: `{command} {row.name}`",
             "validated": "validated, waits for the rest of its sweep",
-            "to test": f"validated, to be tested: `python benchmarks/leaderboard.py {row.name}`",
+            "to test": f"validated, to be tested: `{command} {row.name}`",
             "done": "validated only: neither its sweep's choice nor the paper's setting",
         }[now]
         score = record.get("validation_worst_case_acc")
