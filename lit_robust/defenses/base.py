@@ -163,7 +163,6 @@ class RobustClassifier(L.LightningModule):
         self.checkpoint_progress: dict[str, Any] | None = None  # of the restored checkpoint, if any
         self.init_from_scored = False  # init_from loaded to be scored, not trained from (report: Weights)
         self._checkpoint_restored = False  # Lightning restored a checkpoint (ckpt_path) into this model
-        self._warned_init_from = False
         self.train_seconds = 0.0  # wall-clock of the training steps so far (resumed runs continue it)
         self._step_started: float | None = None
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -344,8 +343,7 @@ class RobustClassifier(L.LightningModule):
             if scoring:
                 self.checkpoint_progress = recorded_progress(self.init_from)
                 self.init_from_scored = True
-        elif self.init_from and scoring and self._checkpoint_restored and not self._warned_init_from:
-            self._warned_init_from = True  # a fit's config.yaml keeps the ckpt_path a resumed fit had
+        elif self.init_from and scoring and self._checkpoint_restored:  # e.g. a resumed fit's config.yaml
             warnings.warn(
                 f"init_from {self.init_from!r} is not loaded: a checkpoint was restored by ckpt_path (given "
                 "on the command line, or as 'ckpt_path:' in a --config file such as a resumed fit's "
