@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import yaml
-from leaderboard_rows import ROWS
+from leaderboard_rows import ROWS, references
 
-from lit_robust.leaderboard import find_reports, leaderboard_rows, load_runs
+from lit_robust.leaderboard import leaderboard_rows, load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mnist_sample"
@@ -184,8 +184,12 @@ def render(card: str, text: str, results: Path = RESULTS) -> str:
 
 def readme_block(results: Path = RESULTS) -> str:
     """The README's leaderboard block: the headline columns of every finished row, best first."""
-    finished = any(results.glob("*/report.json"))
-    rows = leaderboard_rows(load_runs(find_reports([results])), headline=HEADLINE) if finished else []
+    reports = sorted(results.glob("*/report.json"))
+    rows = (
+        leaderboard_rows(load_runs(reports), HEADLINE, references=references(ROWS, reports))
+        if reports
+        else []
+    )
     header = [
         "row",
         "defense",

@@ -47,8 +47,11 @@ def baselines(network: str) -> list[Row]:
             ("configs/model/standard.yaml", config),
             (*INPUTS, *overrides),
             protocol=PROTOCOL,
+            reference=f"{network}_standard",
         ),
-        Row(f"{network}_pgd_at", at, (*INPUTS, *overrides), protocol=PROTOCOL),
+        Row(
+            f"{network}_pgd_at", at, (*INPUTS, *overrides), protocol=PROTOCOL, reference=f"{network}_standard"
+        ),
     ]
 
 
@@ -69,6 +72,7 @@ def gfa_rows(lam: float, taps: str = "deep") -> list[Row]:
                 f"--model.init_args.lam={lam}",
             ),
             protocol=PROTOCOL,
+            reference=f"{network}_standard",
         )  # fmt: skip
         for network, (config, overrides) in NETWORKS.items()
         for penalty in PENALTIES

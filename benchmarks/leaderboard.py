@@ -61,7 +61,7 @@ from lit_robust.report import PACKAGES, _version
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cards import update_cards  # noqa: E402
 from gfa_study_rows import STUDY_ROWS  # noqa: E402
-from leaderboard_rows import LEADERBOARD, ROWS, SMOKE_ROWS, Row  # noqa: E402
+from leaderboard_rows import LEADERBOARD, ROWS, SMOKE_ROWS, Row, references  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "configs/data/mnist_sample.yaml"
@@ -481,7 +481,9 @@ class Benchmark:
         published = self.table_name == "leaderboard" and not self.smoke
         written = []
         if reports:  # none yet after --validate-only
-            files = write_leaderboard(reports, self.out, headline=HEADLINE, metrics=metrics)
+            files = write_leaderboard(
+                reports, self.out, HEADLINE, metrics=metrics, references=references(self.table, reports)
+            )
             board = files["leaderboard"]
             unscored = unscored_section(self.table, self.out, self.keys, published, self.rerun_command)
             board.write_text(board.read_text() + unscored)

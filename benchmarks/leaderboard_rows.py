@@ -11,7 +11,9 @@ order listed (the anchors first); a re-run skips finished rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 LEADERBOARD = "benchmarks/leaderboard"
 
@@ -34,6 +36,8 @@ class Row:
         protocol: the evaluation config (the paper attacks join its main evaluation).
         scores: an evaluation-only row: the name of the row whose trained network it scores, by its own
             protocol (say, with an input transform in front); it trains nothing (see :func:`scored_again`).
+        reference: the row whose step time and DeepFool rho_2 count as 1x for this one: the standard row
+            of the table (on the same network); until that row is scored, none.
     """
 
     name: str
@@ -47,6 +51,14 @@ class Row:
     tags: tuple[str, ...] = ()
     protocol: str = "configs/eval/leaderboard_mnist.yaml"
     scores: str | None = None
+    reference: str = "standard"
+
+
+def references(table: list[Row], reports: Iterable[Path]) -> dict[str, str | None]:
+    """``{row name: its reference row, or None}`` for every row of ``table``: None until the reference
+    has a report among ``reports`` (``<row>/report.json``), never a run on another network."""
+    done = {Path(path).parent.name for path in reports}
+    return {row.name: row.reference if row.reference in done else None for row in table}
 
 
 def attack(class_name: str, name: str, **init_args) -> dict:

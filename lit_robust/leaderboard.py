@@ -27,7 +27,7 @@ import math
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,7 @@ def leaderboard_rows(
     headline: str = DEFAULT_HEADLINE,
     reference: str | None = None,
     metrics: Sequence[str] = (),
+    references: Mapping[str, str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per completed run, sorted by headline accuracy (highest first, unknown last), then name.
 
@@ -147,9 +148,9 @@ def leaderboard_rows(
     and ``masking_failed`` (their names); ``paper_attack`` and ``paper_acc`` (the ``*_paper`` attack
     with the highest accuracy, preferring those AutoAttack also ran at); ``masking_gap`` (``paper_acc``
     minus AutoAttack's accuracy at the paper attack's threat model and eps, None where AutoAttack was not
-    run; a difference of fractions); ``train_seconds``
-    (wall-clock seconds of training steps); ``step_cost`` (seconds per optimizer step divided by the
-    reference run's: ``reference`` names it, default the first StandardTraining run); ``median_l2`` and
+    run; a difference of fractions); ``train_seconds`` (wall-clock seconds of training steps);
+    ``reference`` (the name of the run's reference run, see :func:`reference_runs`, or None);
+    ``step_cost`` (seconds per optimizer step divided by the reference run's); ``median_l2`` and
     ``rho2`` (DeepFool's minimal perturbation, pixel units, and relative to the input norm);
     ``rho2_ratio`` (``rho2`` over the reference run's: the "times larger perturbation" papers claim);
     ``selected`` and ``note`` (from ``row.json``: a sweep's validation-selected point, what differs);
@@ -157,34 +158,65 @@ def leaderboard_rows(
     logged metrics (``test/grad_l1_over_l2/input``), one more column each.
 
     Raises:
-        ValueError: ``reference`` names no completed run.
+        ValueError: ``reference`` or a value of ``references`` names no completed run.
     """
     completed = [run for run in runs if run.completed]
-    base = reference_run(completed, reference)
-    base_cost = _step_seconds(base) if base is not None else None
-    rows = [_row(run, headline, base_cost) for run in completed]
-    base_rho2 = next((row["rho2"] for row in rows if base is not None and row["name"] == base.name), None)
-    # Deep Defense's and GFA's claims are ratios of minimal perturbations to a standard model's
-    for row, run in zip(rows, completed, strict=True):
+    bases = reference_runs(completed, reference, references)
+    rows = []
+    for run in completed:
+        base = bases[run.name]
+        row = _row(run, headline, _step_seconds(base) if base is not None else None)
+        base_rho2 = (
+            _number(_deepfool(base.report.get("minimal_perturbation") or {}).get("rho2")) if base else None
+        )
+        # Deep Defense's and GFA's claims are ratios of minimal perturbations to a standard model's
         row["rho2_ratio"] = row["rho2"] / base_rho2 if row["rho2"] is not None and base_rho2 else None
+        row["reference"] = base.name if base is not None else None
         row["metrics"] = {key: _number((run.report.get("metrics") or {}).get(key)) for key in metrics}
+        rows.append(row)
     return sorted(rows, key=lambda r: (r["headline_acc"] is None, -(r["headline_acc"] or 0.0), r["name"]))
 
 
-def reference_run(runs: Sequence[Run], reference: str | None = None) -> Run | None:
-    """The completed run named ``reference``, or (default) the first StandardTraining run, or None.
+def reference_runs(
+    runs: Sequence[Run], reference: str | None = None, references: Mapping[str, str | None] | None = None
+) -> dict[str, Run | None]:
+    """``{run name: its reference run or None}`` over the completed ``runs``: the run named
+    ``references[name]`` where the mapping has the run (None there: no reference), else the one named
+    ``reference`` where given, else the first
+    StandardTraining run (by name) *on the same network* (the same architecture digest where both
+    reports record one, else the same network class).
 
     Raises:
-        ValueError: ``reference`` names no completed run.
+        ValueError: ``reference`` or a value of ``references`` names no completed run.
     """
     completed = [run for run in runs if run.completed]
-    if reference is None:
-        return next((run for run in completed if run.report.get("model") == STANDARD_TRAINING), None)
+    by_name = {run.name: run for run in completed}
+    references = references or {}
+    for name in [reference, *references.values()]:  # None: no reference
+        if name is not None and name not in by_name:
+            names = ", ".join(sorted(by_name)) or "none"
+            raise ValueError(f"reference run {name!r} is not among the completed runs ({names})")
+    standard = sorted(
+        (run for run in completed if run.report.get("model") == STANDARD_TRAINING), key=lambda r: r.name
+    )
+    bases: dict[str, Run | None] = {}
     for run in completed:
-        if run.name == reference:
-            return run
-    names = ", ".join(run.name for run in completed) or "none"
-    raise ValueError(f"reference run {reference!r} is not among the completed runs ({names})")
+        named = references.get(run.name, reference)
+        if named is not None:
+            bases[run.name] = by_name[named]
+        elif run.name in references:
+            bases[run.name] = None
+        else:
+            bases[run.name] = next((base for base in standard if same_network(run.report, base.report)), None)
+    return bases
+
+
+def same_network(report: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether two reports scored the same network: equal ``architecture`` digests where both record one
+    (reports before it was added do not), else equal network class names."""
+    if report.get("architecture") and other.get("architecture"):
+        return report["architecture"] == other["architecture"]
+    return report.get("network") == other.get("network")
 
 
 def incomplete_runs(runs: Sequence[Run]) -> list[dict[str, Any]]:
@@ -368,13 +400,18 @@ def render_markdown(
     rows: Sequence[dict[str, Any]],
     headline: str = DEFAULT_HEADLINE,
     incomplete: Sequence[dict[str, Any]] = (),
-    reference: str | None = None,
     metrics: Sequence[str] = (),
 ) -> str:
     """The leaderboard as a Markdown page: a header, the table of ``rows`` (see :func:`leaderboard_rows`)
-    and the ``incomplete`` runs (see :func:`incomplete_runs`); ``reference`` names the step-cost base;
-    ``metrics``: the extra columns, one per logged metric key."""
-    base = f"`{_cell(reference)}`" if reference else "the reference run"
+    and the ``incomplete`` runs (see :func:`incomplete_runs`); ``metrics``: the extra columns, one per
+    logged metric key. Where the rows have more than one reference run, a last column names each row's."""
+    bases = sorted({row["reference"] for row in rows}, key=str)
+    per_row = len(bases) > 1
+    if per_row:
+        base = "its reference run's, the StandardTraining run on the same network (column `reference`)"
+    else:
+        base = f"`{_cell(bases[0])}`'s" if bases and bases[0] else "the reference run's (none here)"
+    columns = [*COLUMNS, *(f"`{_cell(key)}`" for key in metrics), *(["reference"] if per_row else [])]
     lines = [
         "# Leaderboard",
         "",
@@ -385,16 +422,17 @@ def render_markdown(
         "Worst case: per sample, over the main evaluation's attacks at the headline's budget. A run",
         "without the headline attack (a randomized pipeline) shows its AutoAttack at the same budget",
         "(AutoAttack's `rand` version).",
-        f"Step cost: seconds per training step over {base}'s.",
+        f"Step cost and DeepFool rho_2 × ref: over {base}.",
         "",
-        "| " + " | ".join([*COLUMNS, *(f"`{_cell(key)}`" for key in metrics)]) + " |",
-        "|" + "---|" * (len(COLUMNS) + len(metrics)),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    lines += [
+        "| " + " | ".join(_cells(row) + ([_format(row["reference"], "")] if per_row else [])) + " |"
+        for row in rows
+    ]
     if not rows:
-        lines.append(
-            "| " + " | ".join(["(no completed runs)"] + [""] * (len(COLUMNS) + len(metrics) - 1)) + " |"
-        )
+        lines.append("| " + " | ".join(["(no completed runs)"] + [""] * (len(columns) - 1)) + " |")
     notes = "; ".join(f"`{_cell(row['name'])}`: {_cell(row['note'])}" for row in rows if row.get("note"))
     if notes:
         lines += ["", f"Notes: {notes}."]
@@ -543,27 +581,28 @@ def write_leaderboard(
     headline: str = DEFAULT_HEADLINE,
     reference: str | None = None,
     metrics: Sequence[str] = (),
+    references: Mapping[str, str | None] | None = None,
 ) -> dict[str, Path]:
     """Write ``leaderboard.md``, ``leaderboard.json`` and the figures of the runs of ``paths`` into
     ``out_dir``; returns ``{file stem: path}``. Report paths in the JSON are relative to ``out_dir``;
-    ``metrics``: extra columns (logged metric keys, see :func:`leaderboard_rows`).
+    ``metrics``: extra columns (logged metric keys); ``reference``, ``references``: the runs each row is
+    measured against (see :func:`reference_runs`).
 
     Raises:
         FileNotFoundError: as :func:`find_reports`.
-        ValueError: an unreadable report, or a ``reference`` that names no completed run.
+        ValueError: an unreadable report, or a reference that names no completed run.
     """
     out_dir = Path(out_dir)
     runs = load_runs(paths)
-    rows = leaderboard_rows(runs, headline, reference, metrics)
-    base = reference_run(runs, reference)
+    rows = leaderboard_rows(runs, headline, reference, metrics, references)
     incomplete = incomplete_runs(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"leaderboard": out_dir / "leaderboard.md", "leaderboard_json": out_dir / "leaderboard.json"}
-    base_name = base.name if base is not None else None
-    write_atomic(written["leaderboard"], render_markdown(rows, headline, incomplete, base_name, metrics))
+    write_atomic(written["leaderboard"], render_markdown(rows, headline, incomplete, metrics))
+    bases = {row["reference"] for row in rows}
     data = {
         "headline": headline,
-        "reference": base_name,
+        "reference": bases.pop() if len(bases) == 1 else None,  # one for every row; else see each row's
         "reports": [_relative(run.path, out_dir) for run in runs],
         "rows": rows,
         "incomplete": incomplete,
@@ -598,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reference",
         default=None,
-        help="run whose step time is 1x (default: the first StandardTraining run)",
+        help="run whose step time and DeepFool rho_2 are 1x for every row (default: for each run, the first "
+        "StandardTraining run on the same network)",
     )
     parser.add_argument(
         "--metric",

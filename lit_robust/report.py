@@ -10,6 +10,7 @@ numbers (:func:`write_incomplete_report`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -80,6 +81,13 @@ def weights_scored(model: L.LightningModule, checkpoint: str | None) -> str | No
     return f"{init_from} (init_from)" if init_from else None
 
 
+def architecture_digest(network: torch.nn.Module) -> str:
+    """A short fingerprint of ``network``'s architecture: the first 12 hex digits of the SHA-256 of its
+    printed module tree (layers, their shapes and options such as ``bias=False``, activations, the input
+    normalization). Equal digests mean the same architecture; weights and initialization do not count."""
+    return hashlib.sha256(repr(network).encode()).hexdigest()[:12]
+
+
 def training_settings(model: L.LightningModule) -> dict[str, Any]:
     """What the evaluated model was trained with, as far as the model knows: its class, its plain
     hyperparameters (``lam``, ``beta``, ...), the training attack and TRADES' beta. Not among them:
@@ -132,6 +140,7 @@ def build_report(
         "run": {"command": command, "completed": True, "status": "finished"},
         "model": type(model).__name__,
         "network": type(getattr(model, "network", model)).__name__,
+        "architecture": architecture_digest(getattr(model, "network", model)),
         "checkpoint": checkpoint,
         "weights": weights_scored(model, checkpoint),
         "training": training_settings(model),

@@ -91,7 +91,7 @@ def test_fit_then_test_on_the_sample(capsys):
     assert "test/robust_acc/pgd_linf_0.1" in logged_scalars(Path("runs/quickstart/version_1"))
     report = json.loads(Path("runs/quickstart/version_1/report.json").read_text())
     expected = {"clean_acc", "robust_acc", "worst_case_acc", "eps_curves", "minimal_perturbation", "masking"}
-    assert expected | {"evaluations", "seed", "versions", "checkpoint"} <= set(report)
+    assert expected | {"evaluations", "seed", "versions", "checkpoint", "architecture"} <= set(report)
     assert set(report["robust_acc"]) == {"fgsm_linf_0.1", "pgd_linf_0.1"}
     assert report["evaluations"][0]["num_samples"] == 24 and report["seed"] == 0
     assert report["checkpoint"] == str(checkpoints[0])

@@ -20,6 +20,7 @@ from lit_robust.leaderboard import (
     leaderboard_rows,
     load_runs,
     main,
+    reference_runs,
     render_markdown,
     write_leaderboard,
 )
@@ -216,7 +217,7 @@ def test_the_markdown_table_matches_the_golden_file(runs_dir, written):
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text()
     runs = load_runs([runs_dir])
-    again = render_markdown(leaderboard_rows(runs), AA, incomplete_runs(runs), "std")
+    again = render_markdown(leaderboard_rows(runs), AA, incomplete_runs(runs))
     assert again == text  # deterministic
     table_rows = [line for line in text.splitlines() if line.startswith("| ") and "crashed" in line]
     assert not table_rows and "- `crashed`: `lit-robust fit` did not complete" in text
@@ -307,3 +308,66 @@ def test_metric_columns_show_any_logged_metric_and_na_where_a_report_lacks_it(tm
     assert table[0].endswith(f"| `{key}` |") and all(line.count("|") == table[0].count("|") for line in table)
     assert next(line for line in table if line.startswith("| std |")).endswith("| 12.59 |")
     assert next(line for line in table if line.startswith("| adv |")).endswith("| n/a |")
+
+
+def networked(model: str, network: str, architecture: str | None, step_seconds: float, rho2: float) -> dict:
+    """A report of ``model`` on ``network`` (``architecture``: its digest, None for an older report)."""
+    deepfool = {"median_l2": 1.0, "median_linf": 0.1, "mean_l2": 1.0, "success_rate": 1.0, "rho2": rho2}
+    report = make_report(
+        model,
+        0.9,
+        [(AA, "AutoAttack", "linf", 0.3, 0.0)],
+        deepfool=deepfool,
+        train_seconds=step_seconds * 1000,
+    )
+    report["network"] = network
+    if architecture is not None:
+        report["architecture"] = architecture
+    return report
+
+
+def test_each_run_is_measured_against_the_standard_run_on_its_own_network(tmp_path):
+    # two SmallCNN architectures (with and without biases: one class, two digests) and an MLP
+    write_run(tmp_path, "a_bias_free_std", networked("StandardTraining", "SmallCNN", "bf00", 2.0, 0.2))
+    write_run(tmp_path, "b_std", networked("StandardTraining", "SmallCNN", "cnn0", 1.0, 0.1))
+    write_run(tmp_path, "bias_free_gfa", networked("GFA", "SmallCNN", "bf00", 6.0, 0.8))
+    write_run(tmp_path, "gfa", networked("GFA", "SmallCNN", "cnn0", 4.0, 0.3))
+    write_run(tmp_path, "mlp_gfa", networked("GFA", "BiasFreeMLP", "mlp0", 1.0, 0.5))
+    rows = {row["name"]: row for row in leaderboard_rows(load_runs([tmp_path]))}
+    assert rows["gfa"]["reference"] == "b_std"  # not the first StandardTraining run by name
+    assert rows["gfa"]["step_cost"] == pytest.approx(4.0) and rows["gfa"]["rho2_ratio"] == pytest.approx(3.0)
+    assert rows["bias_free_gfa"]["reference"] == "a_bias_free_std"
+    assert rows["bias_free_gfa"]["step_cost"] == pytest.approx(3.0)
+    assert rows["bias_free_gfa"]["rho2_ratio"] == pytest.approx(4.0)
+    assert rows["mlp_gfa"]["reference"] is None and rows["mlp_gfa"]["step_cost"] is None  # no standard MLP
+    assert rows["mlp_gfa"]["rho2_ratio"] is None
+    text = write_leaderboard([tmp_path], tmp_path / "board")["leaderboard"].read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| run |"))
+    assert header.endswith("| reference |") and "the StandardTraining run on the same network" in text
+    assert next(line for line in text.splitlines() if line.startswith("| gfa |")).endswith("| b_std |")
+    assert "| mlp_gfa |" in text and next(
+        line for line in text.splitlines() if line.startswith("| mlp_gfa |")
+    ).endswith("| n/a |")
+
+
+def test_reports_without_an_architecture_digest_fall_back_to_the_network_class(tmp_path):
+    write_run(tmp_path, "mlp_std", networked("StandardTraining", "BiasFreeMLP", None, 1.0, 0.1))
+    write_run(tmp_path, "std", networked("StandardTraining", "SmallCNN", None, 2.0, 0.2))
+    write_run(tmp_path, "gfa", networked("GFA", "SmallCNN", None, 4.0, 0.4))
+    bases = reference_runs(load_runs([tmp_path]))
+    assert {name: base and base.name for name, base in bases.items()} == {
+        "mlp_std": "mlp_std", "std": "std", "gfa": "std"
+    }  # fmt: skip
+
+
+def test_explicit_references_override_the_default_and_none_means_no_reference_yet(tmp_path):
+    write_run(tmp_path, "std", networked("StandardTraining", "SmallCNN", "cnn0", 1.0, 0.1))
+    write_run(tmp_path, "other_std", networked("StandardTraining", "SmallCNN", "cnn0", 2.0, 0.2))
+    write_run(tmp_path, "gfa", networked("GFA", "SmallCNN", "cnn0", 4.0, 0.4))
+    runs = load_runs([tmp_path])
+    rows = {row["name"]: row for row in leaderboard_rows(runs, references={"gfa": "other_std", "std": None})}
+    assert rows["gfa"]["reference"] == "other_std" and rows["gfa"]["step_cost"] == pytest.approx(2.0)
+    assert rows["std"]["reference"] is None and rows["std"]["step_cost"] is None
+    assert rows["other_std"]["reference"] == "other_std"  # not in the mapping: the default (by name)
+    with pytest.raises(ValueError, match="'missing' is not among the completed runs"):
+        leaderboard_rows(runs, references={"gfa": "missing"})

@@ -6,7 +6,9 @@ import json
 
 from lit_robust.attacks import PGD, Transfer
 from lit_robust.defenses import AdversarialTraining
+from lit_robust.models import SmallCNN
 from lit_robust.report import (
+    architecture_digest,
     attack_settings,
     eps_curves,
     progress_text,
@@ -100,3 +102,14 @@ def test_a_report_of_several_budgets_keeps_a_worst_case_per_budget():
         ("worst case of evaluation `budgets` at `linf_0.1`", 0.6),
     ]
     assert worst_case_rows({"worst_case_acc": 0.5}) == [("worst case over all attacks", 0.5)]
+
+
+def test_the_architecture_digest_tells_networks_apart_but_not_their_weights():
+    digest = architecture_digest(SmallCNN(num_classes=10, in_channels=1, input_size=28))
+    assert len(digest) == 12 and int(digest, 16) >= 0
+    again = SmallCNN(num_classes=10, in_channels=1, input_size=28, zero_init_head=False)  # other weights
+    assert architecture_digest(again) == digest
+    bias_free = SmallCNN(num_classes=10, in_channels=1, input_size=28, bias=False)  # one class, no biases
+    assert architecture_digest(bias_free) != digest
+    normalized = SmallCNN(num_classes=10, in_channels=1, input_size=28, mean=[0.5], std=[0.5])
+    assert architecture_digest(normalized) != digest  # the input normalization is part of the network
