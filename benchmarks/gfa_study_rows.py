@@ -17,6 +17,8 @@ input-gradient ``||g||_1 / ||g||_2`` and input-tap cosines (``TABLE_METRICS`` in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from leaderboard_rows import LEADERBOARD, Row
 
 PROTOCOL = "configs/eval/paper_gfa_mnist.yaml"
@@ -38,24 +40,34 @@ PENALTIES = ("abs", "pos", "neg")
 TASK_LOSSES = ("ce", "mse_logits")
 
 
-def baselines(network: str) -> list[Row]:
-    config, overrides = NETWORKS[network]
-    at = ("configs/model/adversarial_training.yaml", config, f"{LEADERBOARD}/at_pgd20.yaml")
+@dataclass(frozen=True)
+class Study:
+    """Where a study's rows train and how they are scored: its ``networks`` (name -> network config and
+    overrides), its PGD-AT attack config ``at``, the ``protocol``, and the ``data`` and ``budget`` configs."""
+
+    networks: dict[str, tuple[str, tuple[str, ...]]]
+    at: str
+    protocol: str
+    data: str = Row.data
+    budget: str = Row.budget
+
+
+MNIST_SAMPLE = Study(NETWORKS, f"{LEADERBOARD}/at_pgd20.yaml", PROTOCOL)
+
+
+def baselines(network: str, study: Study = MNIST_SAMPLE) -> list[Row]:
+    """Standard training and PGD-AT on ``network``: the references the study's GFA rows stand next to."""
+    config, overrides = study.networks[network]
+    where = {"protocol": study.protocol, "data": study.data, "budget": study.budget}
+    at = ("configs/model/adversarial_training.yaml", config, study.at)
+    standard = f"{network}_standard"
     return [
-        Row(
-            f"{network}_standard",
-            ("configs/model/standard.yaml", config),
-            (*INPUTS, *overrides),
-            protocol=PROTOCOL,
-            reference=f"{network}_standard",
-        ),
-        Row(
-            f"{network}_pgd_at", at, (*INPUTS, *overrides), protocol=PROTOCOL, reference=f"{network}_standard"
-        ),
+        Row(standard, (STANDARD, config), (*INPUTS, *overrides), reference=standard, **where),
+        Row(f"{network}_pgd_at", at, (*INPUTS, *overrides), reference=standard, **where),
     ]
 
 
-def gfa_rows(lam: float, taps: str = "deep") -> list[Row]:
+def gfa_rows(lam: float, taps: str = "deep", study: Study = MNIST_SAMPLE) -> list[Row]:
     """Every network x penalty x task loss at weight ``lam``, with the ``taps`` variant (``"deep"``:
     the input and every Conv2d / Linear input; ``"first"``: the input alone)."""
     tag = "" if taps == "deep" else f"_{taps}"
@@ -71,20 +83,46 @@ def gfa_rows(lam: float, taps: str = "deep") -> list[Row]:
                 f"--model.init_args.task_loss={task}",
                 f"--model.init_args.lam={lam}",
             ),
-            protocol=PROTOCOL,
+            protocol=study.protocol,
+            data=study.data,
+            budget=study.budget,
             reference=f"{network}_standard",
         )  # fmt: skip
-        for network, (config, overrides) in NETWORKS.items()
+        for network, (config, overrides) in study.networks.items()
         for penalty in PENALTIES
         for task in TASK_LOSSES
     ]
 
 
-STUDY_ROWS: list[Row] = [
-    *(row for network in NETWORKS for row in baselines(network)),
-    *gfa_rows(1.0),
-    *gfa_rows(1.0, taps="first"),
-    *gfa_rows(0.1),
-    *gfa_rows(10.0),
-]
-assert len({row.name for row in STUDY_ROWS}) == len(STUDY_ROWS), "row names must be unique"
+def study_rows(study: Study) -> list[Row]:
+    """The study's rows in the order they run: the baselines, the lam-1 screen (DEEP, then FIRST), then
+    DEEP at lam 0.1 and 10."""
+    rows = [
+        *(row for network in study.networks for row in baselines(network, study)),
+        *gfa_rows(1.0, study=study),
+        *gfa_rows(1.0, taps="first", study=study),
+        *gfa_rows(0.1, study=study),
+        *gfa_rows(10.0, study=study),
+    ]
+    assert len({row.name for row in rows}) == len(rows), "row names must be unique"
+    return rows
+
+
+STUDY_ROWS = study_rows(MNIST_SAMPLE)
+
+# The same study on CIFAR-10 (needs the CIFAR-10 files in data/ and a GPU; run it with
+# ``python benchmarks/leaderboard.py --table gfa_study_cifar10 --commit``): the paper's data set and its
+# protocol (configs/eval/paper_gfa.yaml, 1,000 test images, Linf 8/255), the authors' style of small CNN
+# (BiasFreeCNN) next to a SmallCNN with biases, PGD-AT with PGD-10 of 2/255 at 8/255. The budget
+# (benchmarks/gfa_study/cifar10_budget.yaml) is ours: the paper's is unknown.
+CIFAR10 = Study(
+    {
+        "cifar10_small_cnn": NETWORKS["small_cnn"],
+        "cifar10_bias_free_cnn": ("configs/network/bias_free_cnn.yaml", ()),
+    },
+    at="benchmarks/gfa_study/cifar10_at_pgd10.yaml",
+    protocol="configs/eval/paper_gfa.yaml",
+    data="configs/data/cifar10.yaml",
+    budget="benchmarks/gfa_study/cifar10_budget.yaml",
+)
+CIFAR10_STUDY_ROWS = study_rows(CIFAR10)

@@ -60,12 +60,10 @@ from lit_robust.report import PACKAGES, _version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cards import update_cards  # noqa: E402
-from gfa_study_rows import STUDY_ROWS  # noqa: E402
+from gfa_study_rows import CIFAR10_STUDY_ROWS, STUDY_ROWS  # noqa: E402
 from leaderboard_rows import LEADERBOARD, ROWS, SMOKE_ROWS, Row, references  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = "configs/data/mnist_sample.yaml"
-BUDGET = f"{LEADERBOARD}/budget.yaml"
 SELECTION = f"{LEADERBOARD}/select.yaml"
 SMOKE_SELECTION = f"{LEADERBOARD}/smoke_select.yaml"
 SELECTION_METRIC = "val/worst_case_acc"
@@ -73,6 +71,11 @@ HEADLINE = "autoattack_linf_0.3"
 TABLES = {  # name -> (rows, results folder, training logs)
     "leaderboard": (ROWS, "benchmarks/results/mnist_sample", "runs/leaderboard"),
     "gfa_study": (STUDY_ROWS, "benchmarks/results/gfa_study", "runs/gfa_study"),
+    "gfa_study_cifar10": (
+        CIFAR10_STUDY_ROWS,
+        "benchmarks/results/gfa_study_cifar10",
+        "runs/gfa_study_cifar10",
+    ),
     "smoke": (SMOKE_ROWS, "runs/leaderboard_smoke/results", "runs/leaderboard_smoke/runs"),
 }
 # the leaderboard's full-scale rows, which this machine cannot run
@@ -87,7 +90,8 @@ FULL_SCALE = {  # configs/experiments/<name>.yaml -> what it needs
 }
 assert all((ROOT / f"configs/experiments/{name}.yaml").is_file() for name in FULL_SCALE), FULL_SCALE
 # extra columns of a table: metrics its protocol logs (the GFA study: issue 14's derivation, FIRST tap)
-TABLE_METRICS = {"gfa_study": ("test/grad_l1_over_l2/input", "test/gfa_abs_cos/input", "test/gfa_cos/input")}
+GFA_METRICS = ("test/grad_l1_over_l2/input", "test/gfa_abs_cos/input", "test/gfa_cos/input")
+TABLE_METRICS = {"gfa_study": GFA_METRICS, "gfa_study_cifar10": GFA_METRICS}
 
 
 # ----------------------------------------------------------------------------------- commands
@@ -122,7 +126,9 @@ def logger_args(runs: Path, row: str, version: str) -> list[str]:
 
 def fit_configs(row: Row, smoke: bool) -> list[str]:
     """The data, the row's configs, the budget, the row's own schedule (and the smoke budget)."""
-    return [DATA, *row.configs, BUDGET, *row.schedule] + ([f"{LEADERBOARD}/smoke.yaml"] if smoke else [])
+    return [row.data, *row.configs, row.budget, *row.schedule] + (
+        [f"{LEADERBOARD}/smoke.yaml"] if smoke else []
+    )
 
 
 def fit_command(row: Row, runs: Path, out: Path, smoke: bool) -> list[str]:
@@ -556,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         "--table",
         choices=list(TABLES),
         default="leaderboard",
-        help="which rows: the leaderboard or the GFA study",
+        help="which rows: the leaderboard, the GFA study or its CIFAR-10 version (needs the data and a GPU)",
     )
     parser.add_argument("--list", action="store_true", help="print the rows and their state, run nothing")
     parser.add_argument("--commit", action="store_true", help="git-commit each row's results when done")

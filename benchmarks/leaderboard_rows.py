@@ -24,7 +24,7 @@ class Row:
 
     Attributes:
         name: folder and display name.
-        configs: ``fit`` configs after the data config, before the budget (paths from the repository root).
+        configs: ``fit`` configs after ``data``, before ``budget`` (paths from the repository root).
         schedule: configs after the budget: a paper's own recipe where it overrides the matched budget.
         overrides: ``fit`` command-line arguments after the configs (``--model.init_args.lam=0.1``).
         group: the weight sweep this row belongs to (selection on validation), or ``None``.
@@ -36,6 +36,9 @@ class Row:
         protocol: the evaluation config (the paper attacks join its main evaluation).
         scores: an evaluation-only row: the name of the row whose trained network it scores, by its own
             protocol (say, with an input transform in front); it trains nothing (see :func:`scored_again`).
+        data: the data config, first of the ``fit`` configs.
+        budget: the training budget, after ``configs`` (the leaderboard's matched budget unless a table
+            trains on other data: the GFA study's CIFAR-10 version).
         reference: the row whose step time and DeepFool rho_2 count as 1x for this one: the standard row
             of the table (on the same network); until that row is scored, none.
     """
@@ -51,6 +54,8 @@ class Row:
     tags: tuple[str, ...] = ()
     protocol: str = "configs/eval/leaderboard_mnist.yaml"
     scores: str | None = None
+    data: str = "configs/data/mnist_sample.yaml"
+    budget: str = f"{LEADERBOARD}/budget.yaml"
     reference: str = "standard"
 
 
