@@ -221,12 +221,18 @@ def to_test(group: list[Row], out: Path, keys: dict[str, str]) -> list[Row] | No
     return None if best is None else [row for row in group if row is best or "paper_setting" in row.tags]
 
 
+def pruned_because(row: Row, out: Path) -> str | None:
+    """Why ``row``'s screen skips it, given the results in ``out``; None when it runs (or has no screen)."""
+    return row.screen(out) if row.screen is not None else None
+
+
 def state(row: Row, table: list[Row], out: Path, keys: dict[str, str]) -> str:
     """``done`` (nothing left to run), ``to test`` (a validated sweep point its sweep scores on
-    test), ``validated`` (a sweep point waiting for the rest of its sweep) or ``to run``."""
+    test), ``validated`` (a sweep point waiting for the rest of its sweep), ``pruned`` (a study's
+    screen skips it: :func:`pruned_because`) or ``to run``."""
     record = record_of(row, out, keys[row.name])
     if record is None:
-        return "to run"
+        return "pruned" if pruned_because(row, out) else "to run"
     if record.get("tested", True):  # a row.json written before untested sweep points has no flag
         return "done"
     if row.group is None:  # only a sweep point is left untested on purpose
@@ -515,6 +521,7 @@ def unscored_section(
         record = record_of(row, out, keys[row.name]) or {}
         why = {
             "to run": f"not run yet: `{command} {row.name}`",
+            "pruned": f"pruned by the screen: {pruned_because(row, out)}",
             "validated": "validated, waits for the rest of its sweep",
             "to test": f"validated, to be tested: `{command} {row.name}`",
             "done": "validated only: neither its sweep's choice nor the paper's setting",
@@ -582,7 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = {row.name: config_key(row, args.smoke) for row in table}
     if args.list:
         for row in chosen:
-            print(f"{row.name:32s} {state(row, table, out, keys):9s}  {row.note}")
+            now = state(row, table, out, keys)
+            print(f"{row.name:32s} {now:9s}  {pruned_because(row, out) if now == 'pruned' else row.note}")
         return 0
     bench = Benchmark(args.table, table, out, runs, args.smoke, args.commit, keys)
     for index, row in enumerate(chosen, 1):
@@ -590,8 +598,10 @@ def main(argv: list[str] | None = None) -> int:
         now = state(row, table, out, keys)
         if args.validate_only and row.group is None:
             continue
-        if now == "to run":
+        if now == "to run" or (now == "pruned" and row.name in args.rows):  # a row named runs anyway
             bench.attempt(prefix, row, partial(run_row, row, runs, out, args.smoke, keys[row.name]))
+        elif now == "pruned":
+            print(f"{prefix}: pruned by the screen: {pruned_because(row, out)}", flush=True)
         else:
             done = "finished" if now == "done" else "validated"  # a sweep point its sweep may test next
             print(f"{prefix}: {done} earlier (config key {keys[row.name]}), skipped", flush=True)

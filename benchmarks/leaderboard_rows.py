@@ -11,7 +11,7 @@ order listed (the anchors first); a re-run skips finished rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,6 +36,8 @@ class Row:
         protocol: the evaluation config (the paper attacks join its main evaluation).
         scores: an evaluation-only row: the name of the row whose trained network it scores, by its own
             protocol (say, with an input transform in front); it trains nothing (see :func:`scored_again`).
+        screen: a study's pruning rule: given the results folder, why this row is not run (say, what an
+            earlier row of the screen showed), or None to run it; it never changes the row's numbers.
         data: the data config, first of the ``fit`` configs.
         budget: the training budget, after ``configs`` (the leaderboard's matched budget unless a table
             trains on other data: the GFA study's CIFAR-10 version).
@@ -54,6 +56,7 @@ class Row:
     tags: tuple[str, ...] = ()
     protocol: str = "configs/eval/leaderboard_mnist.yaml"
     scores: str | None = None
+    screen: Callable[[Path], str | None] | None = None
     data: str = "configs/data/mnist_sample.yaml"
     budget: str = f"{LEADERBOARD}/budget.yaml"
     reference: str = "standard"
