@@ -6,7 +6,8 @@
 Each card (``docs/reproductions/<card>.md``) holds hand-written prose (the paper's claim, the protocol,
 the verdict) and one generated block between ``<!-- numbers:begin -->`` and ``<!-- numbers:end -->``:
 a table of its rows from ``benchmarks/results/mnist_sample/<row>/report.json`` and ``row.json``, with
-the command behind every number. A row not run yet says so, with the command that runs it.
+the command behind every number. A row not run yet says so, with the command that runs it. The GFA card
+has a second block, the GFA study's rows (``gfa_study_card.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+import gfa_study_card
 import yaml
 from leaderboard_rows import ROWS, references
 
@@ -253,6 +255,8 @@ def update_cards(results: Path = RESULTS, write: bool = True) -> list[Path]:
         path = CARDS / f"{card}.md"
         text = path.read_text()
         updated = render(card, text, results)
+        if card == "gfa":  # and the study's block (benchmarks/results/gfa_study)
+            updated = gfa_study_card.render(updated)
         if updated != text:
             stale.append(path)
             if write:

@@ -502,6 +502,8 @@ class Benchmark:
             written = list(files.values())
         if published:  # the cards cite the leaderboard's results
             written += update_cards(self.out)
+        elif self.table_name == "gfa_study":  # the GFA card cites the study's
+            written += update_cards()
         if self.commit:  # a sweep's points all: marking the chosen one rewrites every point's row.json
             folders = [self.out / point.name for point in sweeps(self.table).get(row.group, [row])]
             commit([*folders, *written], f"Leaderboard row {row.name} (config {self.keys[row.name]})")
