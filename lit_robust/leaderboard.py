@@ -7,7 +7,8 @@ and writes into ``--out`` (default ``leaderboard/``):
   the worst case over the main evaluation's attacks at the headline's budget, the most favourable
   number of the paper's own protocol (attacks named ``*_paper``) and its *masking gap* to AutoAttack
   at the same threat model and eps, the gradient-masking flags, DeepFool's median L2, the cost of a
-  training step relative to a reference run, and the training time. Runs that did not complete are
+  training step and DeepFool's rho_2 relative to the standard run on the same network, and the
+  training time. Runs that did not complete are
   listed apart, with no numbers;
 * ``leaderboard.json`` — the same rows as data, with the headline and the reports read;
 * ``robust_vs_eps_<threat model>.png`` — per run, the lowest accuracy over its attacks at each eps;
@@ -182,9 +183,8 @@ def reference_runs(
 ) -> dict[str, Run | None]:
     """``{run name: its reference run or None}`` over the completed ``runs``: the run named
     ``references[name]`` where the mapping has the run (None there: no reference), else the one named
-    ``reference`` where given, else the first
-    StandardTraining run (by name) *on the same network* (the same architecture digest where both
-    reports record one, else the same network class).
+    ``reference`` where given, else the first StandardTraining run (by name) *on the same network* (the
+    same architecture digest where both reports record one, else the same network class).
 
     Raises:
         ValueError: ``reference`` or a value of ``references`` names no completed run.
