@@ -8,8 +8,7 @@ and writes into ``--out`` (default ``leaderboard/``):
   number of the paper's own protocol (attacks named ``*_paper``) and its *masking gap* to AutoAttack
   at the same threat model and eps, the gradient-masking flags, DeepFool's median L2, the cost of a
   training step and DeepFool's rho_2 relative to the standard run on the same network, and the
-  training time. Runs that did not complete are
-  listed apart, with no numbers;
+  training time. Runs that did not complete are listed apart, with no numbers;
 * ``leaderboard.json`` — the same rows as data, with the headline and the reports read;
 * ``robust_vs_eps_<threat model>.png`` — per run, the lowest accuracy over its attacks at each eps;
 * ``clean_vs_autoattack.png`` — clean against headline accuracy, marker area by step cost.
