@@ -3,8 +3,9 @@
 On the embedded MNIST sample, the leaderboard's matched budget (20 epochs, Adam 1e-3, batch 128,
 seed 0), three networks — SmallCNN (with biases), bias-free SmallCNN and the bias-free MLP, all fed
 the paper's [-1, 1] inputs (``Normalize(0.5, 0.5)``: the input center 0.5 is the point the bias-free
-ones are positively homogeneous about) — each with standard training and PGD-AT (the baselines *on
-the same network*) and the GFA grid penalty {abs, pos, neg} x task loss {ce, mse_logits} x lam
+ones are positively homogeneous about) — each with standard training, PGD-AT and standard training on
+MSE of the logits (the baselines *on the same network*; the last, GFA at lam 0, is the control of the
+``mse_logits`` rows) and the GFA grid penalty {abs, pos, neg} x task loss {ce, mse_logits} x lam
 {0.1, 1, 10}, DEEP taps. Scored by ``configs/eval/paper_gfa_mnist.yaml`` (the paper's protocol next
 to AutoAttack, on 200 digits).
 
@@ -12,7 +13,7 @@ Order: the baselines, then every (penalty, task loss) at lam 1 with DEEP taps an
 input tap alone) — a screen of the grid at its middle weight — then DEEP at lam 0.1 and 10, pruned by
 :class:`WeightScreen` on the SmallCNNs (fixed before their numbers: one step from lam 1, to 10 where lam 1
 kept clean accuracy, to 0.1 where it did not; both where it also gained robustness) and run in full on
-the MLP (about a minute a row). 6 baselines, 36 lam-1 rows and 24 to 36 weight rows: at about 5 minutes
+the MLP (about a minute a row). 9 baselines, 36 lam-1 rows and 24 to 36 weight rows: at about 5 minutes
 a SmallCNN row on 2 CPU cores (PGD-AT about 30, the MLP's 1 to 3), some 6 hours, run in pieces; finished
 rows are committed as they arrive; a pruned row named on the command line runs anyway. The table adds
 the protocol's input-gradient ``||g||_1 / ||g||_2`` and input-tap cosines (``TABLE_METRICS`` in
@@ -106,9 +107,13 @@ def baselines(network: str, study: Study = MNIST_SAMPLE) -> list[Row]:
     where = {"protocol": study.protocol, "data": study.data, "budget": study.budget}
     at = ("configs/model/adversarial_training.yaml", config, study.at)
     standard = f"{network}_standard"
+    # the task-loss control: GFA at lam 0 is standard training on MSE of the logits (bit for bit, tested),
+    # so an mse_logits GFA row's gain over it is the penalty's, not the loss's
+    mse = ("--model.init_args.task_loss=mse_logits", "--model.init_args.lam=0.0")
     return [
         Row(standard, (STANDARD, config), (*INPUTS, *overrides), reference=standard, **where),
         Row(f"{network}_pgd_at", at, (*INPUTS, *overrides), reference=standard, **where),
+        Row(f"{network}_mse_logits", (GFA, config), (*INPUTS, *overrides, *mse), reference=standard, **where),
     ]
 
 
