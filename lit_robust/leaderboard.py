@@ -491,6 +491,9 @@ def _cell(text: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------- figures
+COLORS = 10  # matplotlib's default colour cycle
+LINE_STYLES = ("-", "--", ":", "-.")
+ANNOTATED_POINTS = 8  # a scatter of more points numbers them, its legend names them
 
 
 def eps_points(report: dict[str, Any]) -> dict[str, dict[float, float]]:
@@ -526,14 +529,16 @@ def plot_robust_vs_eps(runs: Sequence[Run], out_dir: str | Path) -> dict[str, Pa
     for threat in sorted(curves):
         if max(len(points) for points in curves[threat].values()) < 2:
             continue
-        figure = Figure(figsize=(6, 4), layout="constrained")
+        runs_here = sorted(curves[threat].items())
+        figure = Figure(figsize=_legend_figsize(len(runs_here)), layout="constrained")
         axes = figure.add_subplot()
-        for name, points in sorted(curves[threat].items()):
+        for index, (name, points) in enumerate(runs_here):
             eps = sorted(points)
-            axes.plot(eps, [100 * points[e] for e in eps], "o-", label=name)
+            style = LINE_STYLES[(index // COLORS) % len(LINE_STYLES)]  # colours repeat: the style differs
+            axes.plot(eps, [100 * points[e] for e in eps], marker="o", linestyle=style, label=name)
         axes.set(xlabel=f"eps ({threat})", ylabel="robust accuracy (%)", ylim=(-2, 102))
         axes.set_title(f"{threat}: lowest accuracy over attacks at each eps")
-        axes.legend(fontsize="small")
+        _legend_beside(axes)
         stem = f"robust_vs_eps_{threat}"
         written[stem] = _save(figure, Path(out_dir) / f"{stem}.png")
     return written
@@ -548,16 +553,33 @@ def plot_clean_vs_autoattack(
     points = [row for row in rows if row["clean_acc"] is not None and row["headline_acc"] is not None]
     if not points:
         return None
-    figure = Figure(figsize=(6, 4.5), layout="constrained")
+    numbered = len(points) > ANNOTATED_POINTS  # too many names to write beside the points: number them
+    figure = Figure(figsize=_legend_figsize(len(points)) if numbered else (6, 4.5), layout="constrained")
     axes = figure.add_subplot()
-    for row in points:
+    for number, row in enumerate(points, 1):
         x, y = 100 * row["clean_acc"], 100 * row["headline_acc"]
         size = 60.0 if row["step_cost"] is None else max(10.0, 60.0 * row["step_cost"])
-        axes.scatter([x], [y], s=size, alpha=0.7)
-        axes.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize="small")
+        label = f"{number}: {row['name']}" if numbered else row["name"]
+        axes.scatter([x], [y], s=size, alpha=0.7, label=label)
+        text = str(number) if numbered else row["name"]
+        axes.annotate(
+            text, (x, y), textcoords="offset points", xytext=(5, 5), fontsize="small", annotation_clip=True
+        )
     axes.set(xlabel="clean accuracy (%)", ylabel=f"{headline} accuracy (%)", xlim=(-2, 102), ylim=(-2, 102))
     axes.set_title("clean against AutoAttack accuracy (marker area: step cost)")
+    if numbered:
+        _legend_beside(axes)
     return _save(figure, Path(out_dir) / "clean_vs_autoattack.png")
+
+
+def _legend_figsize(entries: int) -> tuple[float, float]:
+    """Inches for a 6 x 4 plot with a legend of ``entries`` lines beside it (about 0.2 inch a line)."""
+    return (10.0, max(4.0, 0.2 * entries + 1.0))
+
+
+def _legend_beside(axes: Any) -> None:
+    """The legend to the right of the plot, outside it, so no curve or point is hidden."""
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
 def _save(figure: Any, path: Path) -> Path:
