@@ -579,7 +579,10 @@ def _legend_figsize(entries: int) -> tuple[float, float]:
 
 def _legend_beside(axes: Any) -> None:
     """The legend to the right of the plot, outside it, so no curve or point is hidden."""
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    legend = axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    for handle in legend.legend_handles:  # a scatter's markers at one size: the area is the plot's
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([40.0])
 
 
 def _save(figure: Any, path: Path) -> Path:
