@@ -6,6 +6,7 @@ Import them from here (``from tests.helpers import tiny_cnn``), never from ``con
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -87,9 +88,13 @@ def assert_every_parameter_has_a_gradient(model: nn.Module) -> None:
         assert parameter.grad.abs().sum() > 0, name
 
 
-def assert_same_step_as_standard_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    """``model`` (built on ``tiny_cnn()``) takes exactly StandardTraining's training step: the same
-    loss, parameter gradients, BatchNorm statistics and use of the random stream."""
+def assert_same_step_as_standard_training(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, exact: bool = True
+) -> None:
+    """``model`` (built on ``tiny_cnn()``) takes StandardTraining's training step: the same loss,
+    parameter gradients, BatchNorm statistics and use of the random stream. ``exact``: bit for bit;
+    else to float32 rounding (relative 1e-6), for a model whose forward computes the same values by
+    another kernel (an input that requires grad lets some CPUs pick another convolution)."""
     results = []
     for candidate in (StandardTraining(network=tiny_cnn(), num_classes=model.num_classes), model):
         candidate.train()
@@ -99,9 +104,10 @@ def assert_same_step_as_standard_training(model: nn.Module, x: torch.Tensor, y: 
         grads = [p.grad for p in candidate.parameters()]
         results.append((loss.detach(), grads, [b.clone() for b in candidate.buffers()], torch.rand(1)))
     (loss0, grads0, buffers0, rng0), (loss1, grads1, buffers1, rng1) = results
-    assert torch.equal(loss0, loss1) and torch.equal(rng0, rng1)
+    same = torch.equal if exact else partial(torch.allclose, rtol=1e-6, atol=1e-8)
+    assert same(loss0, loss1) and torch.equal(rng0, rng1)
     for first, second in zip(grads0 + buffers0, grads1 + buffers1, strict=True):
-        assert torch.equal(first, second)
+        assert same(first, second)
 
 
 # --- the short-run robustness recipe ------------------------------------------------------------------

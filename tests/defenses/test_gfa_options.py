@@ -213,6 +213,9 @@ def test_unknown_options_are_clear_errors(option):
 
 # --------------------------------------------------------------------------------------- lam = 0
 @pytest.mark.parametrize("options", [{}, {"min_grad_norm": 1e-6}, {"penalty": "neg"}], ids=str)
-def test_lam_zero_is_standard_training_bit_for_bit(options):
+def test_lam_zero_is_standard_training_to_float_rounding(options):
+    # not bit for bit: GFA's forward takes the input gradient, and on some CPUs (AMD EPYC, torch 2.14.1)
+    # the convolution then runs another kernel whose loss differs in the last bit (1.83626568 vs ...556)
     x, y = next(iter(tiny_data().train_dataloader()))
-    assert_same_step_as_standard_training(GFA(tiny_cnn(), lam=0.0, num_classes=NUM_CLASSES, **options), x, y)
+    model = GFA(tiny_cnn(), lam=0.0, num_classes=NUM_CLASSES, **options)
+    assert_same_step_as_standard_training(model, x, y, exact=False)
