@@ -107,8 +107,8 @@ def baselines(network: str, study: Study = MNIST_SAMPLE) -> list[Row]:
     where = {"protocol": study.protocol, "data": study.data, "budget": study.budget}
     at = ("configs/model/adversarial_training.yaml", config, study.at)
     standard = f"{network}_standard"
-    # the task-loss control: GFA at lam 0 is standard training on MSE of the logits (to float rounding, tested),
-    # so an mse_logits GFA row's gain over it is the penalty's, not the loss's
+    # the task-loss control: GFA at lam 0 is standard training on MSE of the logits (to float rounding,
+    # tested), so an mse_logits GFA row's gain over it is the penalty's, not the loss's
     mse = ("--model.init_args.task_loss=mse_logits", "--model.init_args.lam=0.0")
     return [
         Row(standard, (STANDARD, config), (*INPUTS, *overrides), reference=standard, **where),
